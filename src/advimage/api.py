@@ -1,0 +1,33 @@
+"""The small public API: ``load_model``, ``attack``, ``quantize``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .attacks import AttackResult
+from .attacks import get as _get_attack
+
+
+def _pixels(x: Tensor) -> Tensor:
+    if x.ndim == 3:
+        x = x[None]
+    return x.float()
+
+
+def attack(model: nn.Module, x: Tensor, y: Tensor | int | None = None, *, attack: str = "bp", steps: int = 100,
+           targeted: bool = False, **params) -> AttackResult:
+    """Run a registered attack (see ``advimage.attacks.names()``) on pixels.
+
+    x: (N, 3, H, W) or (3, H, W) pixels in [0, 255], uint8 or float. y: (N,) labels, a single int,
+    or None for the model's own prediction (the class to move away from; the target if ``targeted``).
+    Returns an AttackResult with float adversarial pixels; quantize them with :func:`quantize`.
+    """
+    device = next((b.device for b in model.buffers()), None) or next(model.parameters()).device
+    x = _pixels(x).to(device)
+    if y is None:
+        with torch.no_grad():
+            y = model(x).argmax(1)
+    elif isinstance(y, int):
+        y = torch.full((x.shape[0],), y, dtype=torch.long, device=device)
+    return _get_attack(attack)(model, x, y.to(device), steps=steps, targeted=targeted, **params)

@@ -1,0 +1,147 @@
+"""Smart quantization in the spatial domain (thesis §7.2, eqs. 7.1-7.16).
+
+Turns a float adversarial sample x_a into an 8-bit image x_q that stays adversarial with
+little extra distortion: x_q = x0 + clip(round(-λ g / 2)) where g is the gradient of L_adv at
+x_a (eq. 7.15), the clip keeps each pixel within ``df`` levels around the adversarial value
+(eq. 7.8), and λ is searched around λ_c (eq. 7.16) by evaluating the *quantized* image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..attacks.base import LossOracle, batch_view
+from ..distortion import distortion
+
+
+@dataclass
+class QuantizeResult:
+    """x_q: (N, 3, H, W) uint8 pixels; success: (N,) bool, adversarial by the model on x_q;
+    distortion: (N,) eq. (6.2) of x_q against x0; lam: (N,) chosen λ (0 for rounding or when x0
+    itself fools the model, nan where the search failed); gradients, forwards: (N,) passes spent."""
+
+    x_q: Tensor
+    success: Tensor
+    distortion: Tensor
+    lam: Tensor
+    gradients: Tensor
+    forwards: Tensor
+
+
+def admissible_bounds(u: Tensor, df: float) -> tuple[Tensor, Tensor]:
+    """Lowest and highest admissible integer perturbation x_q - x0 per pixel (eq. 7.8).
+
+    df = 0: [u] only; df = 1: floor(u) or ceil(u); even df: [u] ± df/2; odd df:
+    floor(u) - (df-1)/2 .. ceil(u) + (df-1)/2. Each leaves df + 1 choices and keeps
+    |x_q - x_a| <= (df + 1) / 2. df = inf leaves the perturbation free.
+    """
+    if math.isinf(df):
+        return torch.full_like(u, float("-inf")), torch.full_like(u, float("inf"))
+    if df < 0 or df != int(df):
+        raise ValueError(f"df must be a non-negative integer or inf, got {df}")
+    df = int(df)
+    if df % 2 == 0:
+        r = u.round()
+        return r - df // 2, r + df // 2
+    return u.floor() - (df - 1) // 2, u.ceil() + (df - 1) // 2
+
+
+def quantize_at(x0: Tensor, grad: Tensor, low: Tensor, high: Tensor, lam: Tensor) -> Tensor:
+    """Eq. (7.15): x_q = x0 + clip(round(-λ g / 2), low, high), kept in [0, 255]; float (N,3,H,W)."""
+    k = torch.maximum(torch.minimum((-batch_view(lam) * grad / 2).round(), high), low)
+    return (x0 + k).clamp(0, 255)
+
+
+def lambda_c(loss: Tensor, grad: Tensor, u: Tensor) -> Tensor:
+    """Eq. (7.16): λ_c = 2 (L_adv(x_a) - u·g) / ||g||^2, (N,)."""
+    ug = (u * grad).flatten(1).sum(1)
+    return 2 * (loss - ug) / grad.flatten(1).pow(2).sum(1).clamp_min(1e-30)
+
+
+def _as_pixels(x: Tensor, scale: float) -> Tensor:
+    x = x.detach().float() * scale
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"expected images (N, 3, H, W), got shape {tuple(x.shape)}")
+    return x
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, df: float = 1,
+             targeted: bool = False, steps: int = 10, scale: float = 1.0,
+             lam_range: tuple[float, float] = (0.01, 100.0)) -> QuantizeResult:
+    """Quantize adversarial samples to 8-bit images that stay adversarial (§7.2).
+
+    x0: (N, 3, H, W) original integer pixels (uint8 or float); x_adv: float adversarial samples,
+    in [0, 255] or in [0, 1] with ``scale=255`` (e.g. foolbox, torchattacks, ART outputs); y: (N,)
+    labels (targets if ``targeted``). df: degree of freedom (0 = rounding, 1, 2, ..., inf).
+    steps: forward passes in all (default 10): one checks x0, the others run the line search on λ
+    in [lam_range[0] λ_c, lam_range[1] λ_c]; plus one gradient at x_a.
+    Where x0 is already adversarial, x0 is returned. Where no λ works, ``success`` is False and the
+    image returned is the one of the largest λ tried (still admissible).
+    """
+    x0 = _as_pixels(x0, scale if not x0.dtype == torch.uint8 else 1.0)
+    xa = _as_pixels(x_adv, scale).to(x0.device)
+    if x0.shape != xa.shape:
+        raise ValueError(f"x0 {tuple(x0.shape)} and x_adv {tuple(xa.shape)} differ in shape")
+    if float(xa.min()) < -1e-3 or float(xa.max()) > 255 + 1e-3:
+        raise ValueError("x_adv must be pixels in [0, 255] (use scale=255 for [0, 1] inputs)")
+    if float(xa.max()) <= 1.0 and scale == 1.0 and float(x0.max()) > 1.0:
+        raise ValueError("x_adv looks like [0, 1] data while x0 is in [0, 255]: pass scale=255")
+    x0 = x0.round()
+    xa = xa.clamp(0, 255)
+    y = y.to(x0.device)
+    n = x0.shape[0]
+    if steps < 2:
+        raise ValueError("steps must be >= 2 (one forward checks x0, the rest search λ)")
+    oracle = LossOracle(model, y, targeted, max_gradients=1, max_forwards=steps)
+    u = xa - x0
+    low, high = admissible_bounds(u, df)
+    # already-adversarial originals are their own best answer (thesis §7.4.1)
+    start_adv = oracle.success(oracle.logits(x0))
+    if df == 0:
+        xq = quantize_at(x0, torch.zeros_like(u), low, high, torch.zeros(n, device=x0.device))
+        ok = oracle.success(oracle.logits(xq))
+        xq = torch.where(batch_view(start_adv), x0, xq)
+        lam = torch.where(start_adv | ok, 0.0, float("nan"))
+        return _result(xq, x0, ok | start_adv, lam, oracle)
+    loss, grad, _ = oracle.loss_and_grad(xa)
+    lc = lambda_c(loss, grad, u)
+    # a non-positive λ_c (x_a not adversarial, or a degenerate gradient) still gets searched
+    lc = torch.where(lc > 0, lc, lc.abs().clamp_min(1e-12))
+    log_lo = torch.log(lc * lam_range[0])
+    log_hi = torch.log(lc * lam_range[1])
+    best_lam = torch.full((n,), float("nan"), device=x0.device)
+    x_best = quantize_at(x0, grad, low, high, lc * lam_range[1])
+    found = torch.zeros(n, dtype=torch.bool, device=x0.device)
+    # line search in log λ: start at λ_c (the middle), lower on success, raise on failure
+    for _ in range(steps - 1):
+        lam = torch.exp((log_lo + log_hi) / 2)
+        xq = quantize_at(x0, grad, low, high, lam)
+        ok = oracle.success(oracle.logits(xq))
+        better = ok & ~(lam >= best_lam)  # nan-safe: best_lam is nan until found
+        best_lam = torch.where(better, lam, best_lam)
+        x_best = torch.where(batch_view(better), xq, x_best)
+        found |= ok
+        log_hi = torch.where(ok, torch.log(lam), log_hi)
+        log_lo = torch.where(ok, log_lo, torch.log(lam))
+    x_best = torch.where(batch_view(start_adv), x0, x_best)
+    best_lam = torch.where(start_adv, torch.zeros_like(best_lam), best_lam)
+    return _result(x_best, x0, found | start_adv, best_lam, oracle)
+
+
+def _result(xq: Tensor, x0: Tensor, success: Tensor, lam: Tensor, oracle: LossOracle) -> QuantizeResult:
+    return QuantizeResult(
+        x_q=xq.round().clamp(0, 255).to(torch.uint8), success=success, distortion=distortion(xq, x0),
+        lam=lam, gradients=oracle.gradients.clone(), forwards=oracle.forwards.clone(),
+    )
+
+
+def round_pixels(x_adv: Tensor, scale: float = 1.0) -> Tensor:
+    """Plain rounding of float pixels to uint8 (the baseline the thesis contrasts, Table 7.1)."""
+    return _as_pixels(x_adv, scale).round().clamp(0, 255).to(torch.uint8)
