@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--out", default="advimage-out", help="output folder")
     att.add_argument("--limit", type=int, default=None, help="attack only the first N images")
     _add_attack_options(att)
+    exp = sub.add_parser("experiment", help="reproduce a thesis table")
+    exp_sub = exp.add_subparsers(dest="experiment", required=True)
+    qt = exp_sub.add_parser("quant-table", help="Table 7.1 first columns: floats vs PNG rounding vs PNG smart")
+    qt.add_argument("images", nargs="+", help="image set (folder with labels.csv, ImageFolder, <wnid>_* files)")
+    qt.add_argument("--model", default="efficientnet_lite0")
+    qt.add_argument("--attack", default="bp")
+    qt.add_argument("--steps", type=int, default=100)
+    qt.add_argument("--df", type=_df, default=1.0)
+    qt.add_argument("--limit", type=int, default=100)
+    qt.add_argument("--batch-size", type=int, default=16)
+    qt.add_argument("--device", default=None)
+    qt.add_argument("--out", default="runs/quant-table")
     sub.add_parser("models", help="list registered models")
     sub.add_parser("attacks", help="list attacks")
     return parser
@@ -116,6 +128,16 @@ def _run(args, items, out: Path) -> int:
     return 0
 
 
+def _experiment(args) -> int:
+    if args.experiment == "quant-table":
+        from .experiments import quantization_table
+        summary = quantization_table.run(args.images, Path(args.out), args.model, args.attack, args.steps, args.df,
+                                         args.limit, args.batch_size, args.device)
+        print(quantization_table.markdown(summary))
+        return 0
+    raise SystemExit(f"advimage: unknown experiment {args.experiment!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
@@ -126,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         from .attacks import names
         print("\n".join(names()))
         return 0
+    if args.command == "experiment":
+        return _experiment(args)
     _validate(args)
     from .data import DataError, ImageItem, discover
 

@@ -1,0 +1,5 @@
+"""Experiments reproducing the thesis tables, one module per table; see :data:`EXPERIMENTS`."""
+
+EXPERIMENTS = {
+    "quant-table": "advimage.experiments.quantization_table",
+}

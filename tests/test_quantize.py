@@ -1,0 +1,130 @@
+"""Spatial smart quantization (thesis §7.2): properties and behaviour."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advimage.attacks import get
+from advimage.distortion import distortion
+from advimage.quantize import admissible_bounds, lambda_c, quantize, quantize_at, round_pixels
+
+DFS = [0, 1, 2, 3, 5]
+
+
+@st.composite
+def problems(draw):
+    """Original integer pixels, a float adversarial sample near them and a gradient."""
+    seed = draw(st.integers(0, 2**31 - 1))
+    spread = draw(st.floats(0.01, 4.0))
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, 256, (2, 3, 4, 4), generator=g).float()
+    xa = (x0 + spread * torch.randn(x0.shape, generator=g)).clamp(0, 255)
+    grad = torch.randn(x0.shape, generator=g)
+    return x0, xa, grad
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.sampled_from(DFS + [math.inf]), st.floats(0.0, 1e4))
+def test_quantized_pixels_are_integers_in_range_and_within_df(problem, df, lam):
+    x0, xa, grad = problem
+    low, high = admissible_bounds(xa - x0, df)
+    xq = quantize_at(x0, grad, low, high, torch.full((2,), lam))
+    assert torch.equal(xq, xq.round())
+    assert xq.min() >= 0 and xq.max() <= 255
+    if math.isfinite(df):
+        assert ((xq - xa).abs() <= (df + 1) / 2 + 1e-4).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.floats(0.0, 1e4))
+def test_df0_is_rounding(problem, lam):
+    x0, xa, grad = problem
+    low, high = admissible_bounds(xa - x0, 0)
+    xq = quantize_at(x0, grad, low, high, torch.full((2,), lam))
+    assert torch.equal(xq, xa.round())
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.sampled_from(DFS + [math.inf]), st.floats(0.0, 1e3), st.floats(1.0, 10.0))
+def test_distortion_is_non_decreasing_in_lambda(problem, df, lam, factor):
+    x0, xa, grad = problem
+    low, high = admissible_bounds(xa - x0, df)
+    d1 = distortion(quantize_at(x0, grad, low, high, torch.full((2,), lam)), x0)
+    d2 = distortion(quantize_at(x0, grad, low, high, torch.full((2,), lam * factor)), x0)
+    assert (d2 >= d1 - 1e-6).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(-300, 300, allow_nan=False), st.sampled_from(DFS))
+def test_each_pixel_has_df_plus_one_choices(u, df):
+    ut = torch.tensor([u])  # float32, as pixels are
+    low, high = admissible_bounds(ut, df)
+    choices = int(high - low) + 1
+    # an integer u has one fewer floor/ceil choice for odd df
+    assert choices == df + 1 or (df % 2 == 1 and float(ut).is_integer() and choices == df)
+
+
+def test_lambda_c_cancels_the_linearized_loss():
+    # eq. (7.16): with q = -λ_c g / 2 - u, L + q·g = 0
+    g = torch.Generator().manual_seed(0)
+    grad, u = torch.randn(3, 3, 4, 4, generator=g), torch.randn(3, 3, 4, 4, generator=g)
+    loss = torch.tensor([-0.5, 0.2, 1.0])
+    lc = lambda_c(loss, grad, u)
+    q = -lc.view(-1, 1, 1, 1) * grad / 2 - u
+    assert torch.allclose(loss + (q * grad).flatten(1).sum(1), torch.zeros(3), atol=1e-4)
+
+
+@pytest.fixture
+def attacked(multiclass_problem):
+    model, x, y = multiclass_problem
+    res = get("bp")(model, x, y, steps=50)
+    assert res.success.all()
+    return model, x, y, res
+
+
+def test_smart_quantization_keeps_images_adversarial_where_rounding_fails(attacked):
+    model, x, y, res = attacked
+    rounded_fools = model(round_pixels(res.x_adv).float()).argmax(1) != y
+    q = quantize(model, x, res.x_adv, y, df=1)
+    assert q.x_q.dtype == torch.uint8
+    pred = model(q.x_q.float()).argmax(1)
+    assert ((pred != y) == q.success).all()
+    assert q.success.all() and not rounded_fools.all()
+    assert (q.distortion <= 1.6 * res.distortion).all()
+    assert (q.forwards <= 10).all() and (q.gradients == 1).all()
+    assert ((q.x_q.float() - res.x_adv).abs() <= 1.0 + 1e-4).all()
+
+
+def test_quantize_accepts_unit_range_outputs_of_other_libraries(attacked):
+    model, x, y, res = attacked
+    q255 = quantize(model, x, res.x_adv, y)
+    q1 = quantize(model, (x / 255), res.x_adv / 255, y, scale=255)
+    assert torch.equal(q1.x_q, q255.x_q)
+    with pytest.raises(ValueError, match="scale=255"):
+        quantize(model, x, res.x_adv / 255, y)
+
+
+def test_already_misclassified_original_is_returned_unchanged(attacked):
+    model, x, y, res = attacked
+    wrong = (y + 1) % 10
+    q = quantize(model, x, res.x_adv, wrong)
+    assert q.success.all()
+    assert torch.equal(q.x_q.float(), x)
+
+
+def test_failure_is_reported(attacked):
+    model, x, y, res = attacked
+    # the original itself is not adversarial and df = 0 leaves no freedom to fix that
+    q = quantize(model, x, x, y, df=0)
+    assert not q.success.any() and torch.isnan(q.lam).all()
+
+
+def test_shape_mismatch_and_bad_df_are_refused(attacked):
+    model, x, y, res = attacked
+    with pytest.raises(ValueError, match="differ in shape"):
+        quantize(model, x, res.x_adv[:, :, :8], y)
+    with pytest.raises(ValueError, match="df"):
+        quantize(model, x, res.x_adv, y, df=1.5)
