@@ -1,0 +1,311 @@
+"""Robustness metrics of RoBIC (thesis ch. 6.2.4 and 6.3).
+
+Per image ``i`` of a test set we know the distortion ``d_i`` of its adversarial example
+(eq. 6.2, pixel units in [0, 255]), whether the attack succeeded, and whether the original
+was already misclassified. Its *effective distortion* is 0 when the original is misclassified
+(already adversarial), ``d_i`` when the attack succeeded, and ``inf`` when it failed.
+
+- operating curve (eq. 6.3): ``P(d) = #{i : e_i <= d} / N``; accuracy ``eta(d) = 1 - P(d)``;
+- exponential model (eq. 6.4): ``eta(d) ~ eta(0) exp(-lambda d)``;
+- half-distortion (eq. 6.5): ``d_1/2 = ln 2 / lambda``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+DEFAULT_BUDGETS: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+def effective_distortion(distortion: ArrayLike, success: ArrayLike,
+                         misclassified: ArrayLike | None = None) -> np.ndarray:
+    """Effective distortion (N,) float64: 0 if misclassified, d if success, inf if failed.
+
+    distortion: (N,) eq. (6.2) in pixel units; ignored (may be NaN) where the attack failed
+        or the original is misclassified. success: (N,) bool. misclassified: (N,) bool or None
+        (all originals correct).
+    """
+    d = np.asarray(distortion, dtype=np.float64).reshape(-1)
+    s = np.asarray(success).reshape(-1)
+    if s.dtype != np.bool_:
+        s = s.astype(np.float64)
+        if np.isnan(s).any() or not np.isin(s, (0.0, 1.0)).all():
+            raise ValueError("success must hold booleans (or 0/1)")
+        s = s.astype(bool)
+    m = (np.zeros(d.shape, dtype=bool) if misclassified is None
+         else np.asarray(misclassified).reshape(-1).astype(bool))
+    if not (d.shape == s.shape == m.shape):
+        raise ValueError(f"distortion, success and misclassified must have the same length, "
+                         f"got {d.shape[0]}, {s.shape[0]}, {m.shape[0]}")
+    if d.size == 0:
+        raise ValueError("no images: the operating curve of an empty set is undefined")
+    used = s & ~m
+    bad = used & ~(np.isfinite(d) & (d >= 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"successful attack with invalid distortion {d[i]!r} at index {i} "
+                         "(must be finite and >= 0)")
+    return np.where(m, 0.0, np.where(s, d, np.inf))
+
+
+@dataclass(frozen=True)
+class OperatingCurve:
+    """Operating curve P(d) (eq. 6.3) sampled on an increasing grid, right-continuous steps.
+
+    d: (K,) float64 distortions in pixel units, increasing, ``d[0] == 0``.
+    p: (K,) float64 fraction of the N images fooled at distortion <= d (misclassified
+        originals count at 0, failed attacks never).
+    effective: (N,) float64 effective distortion per image (``inf`` where the attack failed).
+    """
+
+    d: np.ndarray
+    p: np.ndarray
+    effective: np.ndarray
+
+    @property
+    def eta(self) -> np.ndarray:
+        """Accuracy function (K,) ``eta(d) = 1 - P(d)``."""
+        return 1.0 - self.p
+
+    @property
+    def n_images(self) -> int:
+        return int(self.effective.size)
+
+    @property
+    def accuracy(self) -> float:
+        """Clean accuracy ``eta(0)``."""
+        return float(1.0 - np.mean(self.effective <= 0.0))
+
+    def __call__(self, d: ArrayLike) -> np.ndarray:
+        """P at arbitrary distortions (any shape), exact from the per-image values."""
+        q = np.asarray(d, dtype=np.float64)
+        srt = np.sort(self.effective)
+        return np.searchsorted(srt, q, side="right") / srt.size
+
+
+def operating_curve(distortion: ArrayLike, success: ArrayLike,
+                    misclassified: ArrayLike | None = None, *,
+                    grid: ArrayLike | None = None) -> OperatingCurve:
+    """Operating curve (eq. 6.3) from per-image records, see :func:`effective_distortion`.
+
+    grid: (K,) distortions at which to sample P; default: 0 and every finite effective
+        distortion (the curve's breakpoints, so the steps are exact).
+    """
+    e = effective_distortion(distortion, success, misclassified)
+    if grid is None:
+        g = np.unique(np.concatenate([[0.0], e[np.isfinite(e)]]))
+    else:
+        g = np.asarray(grid, dtype=np.float64).reshape(-1)
+        if g.size == 0 or not np.all(np.isfinite(g)) or np.any(np.diff(g) <= 0) or g[0] < 0:
+            raise ValueError("grid must be a non-empty, finite, strictly increasing array >= 0")
+    srt = np.sort(e)
+    p = np.searchsorted(srt, g, side="right") / srt.size
+    return OperatingCurve(d=g, p=p.astype(np.float64), effective=e)
+
+
+def curve_from_rows(rows: Iterable[Mapping[str, Any]], *,
+                    grid: ArrayLike | None = None) -> OperatingCurve:
+    """Operating curve from result-store rows (dicts with label, prediction, success, distortion).
+
+    A row is misclassified when ``prediction != label`` (prediction on the original). Rows
+    with a non-empty ``error`` are skipped (they carry no measurement).
+    """
+    rs = [r for r in rows if not r.get("error")]
+    if not rs:
+        raise ValueError("no rows without error: the operating curve of an empty set is undefined")
+    d = [np.nan if r.get("distortion") is None else float(r["distortion"]) for r in rs]
+    s = [bool(r.get("success")) for r in rs]
+    m = [r.get("prediction") is not None and r.get("label") is not None
+         and int(r["prediction"]) != int(r["label"]) for r in rs]
+    return operating_curve(d, s, m, grid=grid)
+
+
+@dataclass(frozen=True)
+class ExponentialFit:
+    """Least-squares fit of eq. (6.4) to a curve: ``eta(d) = eta0 exp(-lam d)``.
+
+    eta0: measured clean accuracy (not fitted). lam: decay rate per pixel unit.
+    d_half: ``ln 2 / lam`` (eq. 6.5), pixel units. r2: coefficient of determination of the
+    fit on the curve's samples.
+    """
+
+    eta0: float
+    lam: float
+    d_half: float
+    r2: float
+
+    def __call__(self, d: ArrayLike) -> np.ndarray:
+        """Model accuracy eta(d), same shape as d."""
+        return self.eta0 * np.exp(-self.lam * np.asarray(d, dtype=np.float64))
+
+
+def fit_exponential(curve: OperatingCurve) -> ExponentialFit:
+    """Fit ``eta(d) = eta(0) exp(-lam d)`` (eq. 6.4) by least squares on the curve's samples.
+
+    ``eta(0)`` is the measured accuracy; only ``lam >= 0`` is fitted (initialised by a
+    log-linear fit, refined by scipy's ``curve_fit``). Raises ValueError when eta(0) == 0
+    (nothing left to attack) or when no correctly classified image was fooled (lam = 0,
+    d_1/2 infinite).
+    """
+    from scipy.optimize import curve_fit, minimize_scalar
+
+    eta0 = curve.accuracy
+    if eta0 <= 0.0:
+        raise ValueError("accuracy eta(0) is 0: every original is misclassified, so no attack "
+                         "was needed and d_1/2 is undefined")
+    fooled = np.isfinite(curve.effective) & (curve.effective > 0)
+    if not fooled.any():
+        raise ValueError("no correctly classified image was fooled: eta(d) is constant, "
+                         "lambda = 0 and d_1/2 is infinite")
+    d, eta = curve.d, curve.eta
+    pos = eta > 0
+    # log-linear start: log(eta/eta0) = -lam d, through the origin
+    x, y = d[pos], np.log(eta[pos] / eta0)
+    lam0 = float(-(x @ y) / (x @ x)) if (x @ x) > 0 else 1.0 / float(np.median(curve.effective[fooled]))
+    lam0 = max(lam0, 1e-12)
+    scale = 1.0 / lam0  # fit in units of the initial guess for good conditioning
+
+    def model(dd: np.ndarray, k: float) -> np.ndarray:
+        return eta0 * np.exp(-k * dd / scale)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            (k,), _ = curve_fit(model, d, eta, p0=[1.0], bounds=(0.0, np.inf))
+        except RuntimeError:  # no convergence: bounded 1-D search of the same objective
+            k = minimize_scalar(lambda k: float(np.sum((eta - model(d, k)) ** 2)),
+                                bounds=(0.0, 1e3), method="bounded").x
+    lam = float(k) / scale
+    ss_res = float(np.sum((eta - eta0 * np.exp(-lam * d)) ** 2))
+    ss_tot = float(np.sum((eta - eta.mean()) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    d_half = math.log(2.0) / lam if lam > 0 else float("inf")
+    return ExponentialFit(eta0=eta0, lam=lam, d_half=d_half, r2=r2)
+
+
+def empirical_half_distortion(curve: OperatingCurve) -> float:
+    """Distortion (pixel units) where eta first reaches eta(0)/2, linear between samples.
+
+    ``inf`` when eta never falls to half (too many failed attacks); ``nan`` when eta(0) == 0.
+    """
+    eta0 = curve.accuracy
+    if eta0 <= 0:
+        return float("nan")
+    half = eta0 / 2.0
+    eta = curve.eta
+    below = np.flatnonzero(eta <= half)
+    if below.size == 0:
+        return float("inf")
+    k = int(below[0])
+    if k == 0:  # only possible on a user grid whose first point is > 0
+        return float(curve.d[0])
+    d0, d1, e0, e1 = curve.d[k - 1], curve.d[k], eta[k - 1], eta[k]
+    return float(d0 + (e0 - half) / (e0 - e1) * (d1 - d0))
+
+
+def success_at(curve: OperatingCurve, budgets: Sequence[float] = DEFAULT_BUDGETS) -> dict[float, float]:
+    """P(d) at fixed distortion budgets (pixel units): fraction of all images fooled at <= d.
+
+    ``1 - P(d)`` is RobustBench's robust accuracy at that L2 budget (in pixel units, eq. 6.2).
+    """
+    return {float(b): float(curve(b)) for b in budgets}
+
+
+@dataclass(frozen=True)
+class RobustnessSummary:
+    """One (model, attack, quantizer) result; distortions in pixel units (eq. 6.2).
+
+    accuracy: eta(0) in [0, 1]. lam: fitted decay rate (nan if undefined).
+    d_half_fit: ln2/lam (eq. 6.5); inf if nothing was fooled, nan if accuracy is 0.
+    r2: R^2 of the fit on the curve (nan if undefined). d_half_empirical: interpolated
+    crossing of eta(0)/2. success_at: {budget: P(budget)}. n_images: images in the curve;
+    n_fooled / n_failed: correctly classified originals the attack fooled / did not.
+    seconds_per_image: mean attack time or None. note: why a value is undefined, else "".
+    """
+
+    model: str
+    attack: str
+    quantizer: str
+    n_images: int
+    accuracy: float
+    lam: float
+    d_half_fit: float
+    r2: float
+    d_half_empirical: float
+    success_at: dict[float, float] = field(default_factory=dict)
+    n_fooled: int = 0
+    n_failed: int = 0
+    n_errors: int = 0
+    seconds_per_image: float | None = None
+    note: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(model, attack, quantizer)."""
+        return (self.model, self.attack, self.quantizer)
+
+    def robust_accuracy_at(self, budget: float) -> float:
+        """RobustBench-style accuracy ``1 - P(budget)`` at a budget in ``success_at``."""
+        return 1.0 - self.success_at[float(budget)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (budgets as string keys)."""
+        out = asdict(self)
+        out["success_at"] = {f"{k:g}": v for k, v in self.success_at.items()}
+        return out
+
+
+def summarize(curve: OperatingCurve, *, model: str = "", attack: str = "", quantizer: str = "",
+              budgets: Sequence[float] = DEFAULT_BUDGETS, seconds_per_image: float | None = None,
+              n_errors: int = 0) -> RobustnessSummary:
+    """Summary of one curve; never raises for degenerate curves (see ``note``)."""
+    e = curve.effective
+    note = ""
+    try:
+        fit = fit_exponential(curve)
+        lam, d_half, r2 = fit.lam, fit.d_half, fit.r2
+    except ValueError as err:
+        note = str(err)
+        lam, r2 = float("nan"), float("nan")
+        d_half = float("nan") if curve.accuracy <= 0 else float("inf")
+        if curve.accuracy > 0:
+            lam = 0.0
+    return RobustnessSummary(
+        model=model, attack=attack, quantizer=quantizer, n_images=curve.n_images,
+        accuracy=curve.accuracy, lam=lam, d_half_fit=d_half, r2=r2,
+        d_half_empirical=empirical_half_distortion(curve), success_at=success_at(curve, budgets),
+        n_fooled=int(np.sum(np.isfinite(e) & (e > 0))), n_failed=int(np.sum(np.isinf(e))),
+        n_errors=n_errors, seconds_per_image=seconds_per_image, note=note)
+
+
+def summarize_rows(rows: Iterable[Mapping[str, Any]], *,
+                   budgets: Sequence[float] = DEFAULT_BUDGETS
+                   ) -> list[tuple[RobustnessSummary, OperatingCurve]]:
+    """Group store rows by (model, attack, quantizer) and summarize each group.
+
+    Rows with an ``error`` are excluded from the curve and counted in ``n_errors``; seconds
+    per image is the mean of the ``seconds`` column over the other rows. Groups that only
+    hold errors are skipped. Order: first appearance.
+    """
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["model"]), str(r["attack"]), str(r.get("quantizer") or "")),
+                          []).append(r)
+    out = []
+    for (model, attack, quantizer), rs in groups.items():
+        ok = [r for r in rs if not r.get("error")]
+        if not ok:
+            continue
+        secs = [float(r["seconds"]) for r in ok if r.get("seconds") is not None]
+        curve = curve_from_rows(ok)
+        out.append((summarize(curve, model=model, attack=attack, quantizer=quantizer,
+                              budgets=budgets, n_errors=len(rs) - len(ok),
+                              seconds_per_image=float(np.mean(secs)) if secs else None), curve))
+    return out

@@ -1,0 +1,152 @@
+"""Operating curve, exponential fit and half-distortion (thesis eq. 6.3-6.5)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from advimage.bench.metrics import (
+    OperatingCurve,
+    curve_from_rows,
+    effective_distortion,
+    empirical_half_distortion,
+    fit_exponential,
+    operating_curve,
+    success_at,
+    summarize,
+    summarize_rows,
+)
+
+
+def small_curve() -> OperatingCurve:
+    """Six images: four fooled at 0.5, 1, 2, 3; one attack failed; one misclassified original."""
+    return operating_curve(distortion=[0.5, 1.0, 2.0, 3.0, 9.0, 7.0],
+                           success=[True, True, True, True, False, True],
+                           misclassified=[False, False, False, False, False, True])
+
+
+def test_small_curve_by_hand():
+    c = small_curve()
+    np.testing.assert_allclose(c.d, [0.0, 0.5, 1.0, 2.0, 3.0])
+    np.testing.assert_allclose(c.p, [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6])
+    np.testing.assert_allclose(c.eta, [5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    assert c.accuracy == pytest.approx(5 / 6)
+    assert c.n_images == 6
+    # the failed attack never counts: P stays below 1 at any distortion
+    assert c(1e9) == pytest.approx(5 / 6)
+    np.testing.assert_allclose(c([0.0, 0.49, 0.5, 2.5]), [1 / 6, 1 / 6, 2 / 6, 4 / 6])
+    # eta(0)/2 = 5/12 is crossed between (1, 1/2) and (2, 1/3): 1 + (1/2 - 5/12) / (1/6) = 1.5
+    assert empirical_half_distortion(c) == pytest.approx(1.5)
+    assert success_at(c, (0.5, 1, 2)) == pytest.approx({0.5: 2 / 6, 1.0: 3 / 6, 2.0: 4 / 6})
+
+
+def test_effective_distortion_rules():
+    e = effective_distortion([0.3, 0.7, np.nan, 5.0], [True, False, False, True], [False, False, True, True])
+    np.testing.assert_array_equal(e, [0.3, np.inf, 0.0, 0.0])
+
+
+def test_user_grid():
+    c = operating_curve([0.5, 1.0, 2.0, 3.0], [1, 1, 1, 0], grid=[0.0, 1.0, 10.0])
+    np.testing.assert_allclose(c.p, [0.0, 0.5, 0.75])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        operating_curve([1.0], [True], grid=[1.0, 0.5])
+
+
+def test_exact_exponential_fit_is_exact():
+    # eta(d) = 0.8 exp(-2 d) sampled exactly on a grid: the fit recovers lambda and R^2 = 1
+    d = np.linspace(0, 3, 61)
+    eta0, lam = 0.8, 2.0
+    # 20 of 100 originals misclassified gives eta(0) = 0.8; the fit only uses the samples (d, p)
+    c = OperatingCurve(d=d, p=1 - eta0 * np.exp(-lam * d),
+                       effective=np.concatenate([np.zeros(20), np.linspace(0.01, 3, 80)]))
+    assert c.accuracy == pytest.approx(eta0)
+    f = fit_exponential(c)
+    assert f.lam == pytest.approx(lam, rel=1e-6)
+    assert f.d_half == pytest.approx(math.log(2) / lam, rel=1e-6)
+    assert f.r2 == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("lam,acc", [(4.0, 0.8), (0.3, 0.6), (25.0, 0.95)])
+def test_fit_recovers_lambda_from_samples(lam, acc):
+    rng = np.random.default_rng(int(lam * 10))
+    n = 4000
+    mis = rng.random(n) > acc
+    d = rng.exponential(1 / lam, n)  # P(D > d) = exp(-lam d), so eta(d) = acc exp(-lam d)
+    c = operating_curve(d, np.ones(n, bool), mis)
+    f = fit_exponential(c)
+    assert f.eta0 == pytest.approx(acc, abs=0.03)
+    assert f.lam == pytest.approx(lam, rel=0.06)
+    assert f.d_half == pytest.approx(math.log(2) / lam, rel=0.06)
+    assert f.r2 > 0.995
+    assert empirical_half_distortion(c) == pytest.approx(math.log(2) / lam, rel=0.08)
+    # fitted model evaluated on the grid stays close to the measured curve
+    assert np.max(np.abs(f(c.d) - c.eta)) < 0.03
+
+
+def test_fit_r2_drops_for_non_exponential_curve():
+    # a step-like accuracy (every image fooled at about d = 1) is poorly fitted by eq. 6.4
+    d = np.r_[np.full(50, 0.99), np.full(50, 1.01)]
+    f = fit_exponential(operating_curve(d, np.ones(100, bool)))
+    assert f.r2 < 0.9
+
+
+def test_all_fooled_at_zero():
+    c = operating_curve([0.0, 0.0, 0.0], [True, True, True], [True, True, True])
+    assert c.accuracy == 0.0
+    with pytest.raises(ValueError, match="every original is misclassified"):
+        fit_exponential(c)
+    assert math.isnan(empirical_half_distortion(c))
+    s = summarize(c, model="m", attack="a")
+    assert math.isnan(s.d_half_fit) and math.isnan(s.r2) and "misclassified" in s.note
+
+
+def test_none_fooled():
+    c = operating_curve([0.0, 0.0, 1.0], [False, False, False], [False, False, True])
+    assert c.accuracy == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="no correctly classified image was fooled"):
+        fit_exponential(c)
+    assert empirical_half_distortion(c) == math.inf
+    s = summarize(c)
+    assert s.d_half_fit == math.inf and s.lam == 0.0 and s.n_failed == 2 and s.n_fooled == 0
+
+
+def test_invalid_inputs():
+    with pytest.raises(ValueError, match="no images"):
+        operating_curve([], [])
+    with pytest.raises(ValueError, match="same length"):
+        operating_curve([1.0, 2.0], [True])
+    with pytest.raises(ValueError, match="invalid distortion"):
+        operating_curve([np.nan], [True])
+    with pytest.raises(ValueError, match="invalid distortion"):
+        operating_curve([-1.0], [True])
+    with pytest.raises(ValueError, match="booleans"):
+        operating_curve([1.0], [0.5])
+    with pytest.raises(ValueError, match="no rows"):
+        curve_from_rows([{"error": "boom"}])
+
+
+def test_summary_fields_and_rows():
+    rows = []
+    for i, (dist, ok) in enumerate([(0.5, True), (1.0, True), (2.0, True), (3.0, True), (9.0, False)]):
+        rows.append(dict(model="m", attack="bp", quantizer="none", image=f"i{i}", label=1, prediction=1,
+                         distortion=dist, success=ok, seconds=1.0 + i, error=None))
+    rows.append(dict(model="m", attack="bp", quantizer="none", image="i5", label=1, prediction=0,
+                     distortion=0.0, success=True, seconds=0.0, error=None))
+    rows.append(dict(model="m", attack="bp", quantizer="none", image="i6", label=1, prediction=1,
+                     distortion=None, success=None, seconds=None, error="CUDA OOM"))
+    rows.append(dict(model="m", attack="surfree", quantizer="none", image="i0", label=1, prediction=1,
+                     distortion=4.0, success=True, seconds=2.0, error=None))
+    out = summarize_rows(rows)
+    assert [s.key for s, _ in out] == [("m", "bp", "none"), ("m", "surfree", "none")]
+    s, c = out[0]
+    np.testing.assert_allclose(c.p, small_curve().p)
+    assert s.n_images == 6 and s.n_errors == 1 and s.n_fooled == 4 and s.n_failed == 1
+    assert s.accuracy == pytest.approx(5 / 6)
+    assert s.d_half_empirical == pytest.approx(1.5)
+    assert s.seconds_per_image == pytest.approx(np.mean([1, 2, 3, 4, 5, 0]))
+    assert s.success_at == pytest.approx({0.5: 2 / 6, 1.0: 3 / 6, 2.0: 4 / 6})
+    assert s.robust_accuracy_at(1) == pytest.approx(0.5)
+    assert 0 < s.r2 <= 1 and s.d_half_fit == pytest.approx(math.log(2) / s.lam)
+    assert s.to_dict()["success_at"]["0.5"] == pytest.approx(2 / 6)
