@@ -1,0 +1,103 @@
+"""JPEG compression as a reformer front-end (thesis Sect. 7.4.7), with BPDA for attacking it.
+
+The forward pass is always the real thing: the input is rounded and clipped to uint8 pixels,
+JPEG-compressed at ``quality`` (4:4:4, libjpeg tables) and decoded, then classified. JPEG is
+not differentiable, so the backward pass is a choice (Backward Pass Differentiable
+Approximation, Athalye et al. 2018), used by the "PGD2 BPDA" row of Table 7.1:
+
+* ``"identity"``: straight-through, ``d out / d x = I`` (BPDA's usual choice for JPEG);
+* ``"cubic"``: through the differentiable transform ``J`` of :mod:`advimage.jpeg.transform`
+  with rounding of the coefficients replaced by ``round(X) + (X - round(X))^3`` (Shin & Song,
+  2017), i.e. ``J^-1 diag(3 (X - round X)^2) J``, which damps the frequencies JPEG erases;
+* ``"none"``: no gradient at all (the output is detached).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..jpeg.io import clamp_coefficients, compress
+from ..jpeg.transform import decode_like_libjpeg, from_dct, to_dct
+from . import register
+
+BACKWARDS = ("identity", "cubic", "none")
+ENGINES = ("pillow", "torch")
+
+
+def jpeg_compress(x: Tensor, quality: int, engine: str = "pillow") -> Tensor:
+    """Real JPEG compression of float pixels (N, 3, H, W): round, clip, encode, decode -> float.
+
+    engine "pillow": Pillow/libjpeg encoder and decoder (the reference). "torch": batched on
+    the input's device, ``round(J x)`` then the bit-exact libjpeg decoder emulation; it
+    differs from libjpeg's encoder on about 1% of the coefficients (integer YCbCr and DCT).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+    xi = x.detach().round().clamp(0, 255)
+    if engine == "pillow":
+        return compress(xi.to(torch.uint8), quality).to(x.dtype)
+    coeffs = clamp_coefficients(to_dct(xi.double(), quality).round())
+    return decode_like_libjpeg(coeffs, quality, tuple(x.shape[-2:])).to(x.dtype)
+
+
+class JpegCompression(nn.Module):
+    """The reformer alone: pixels (N, 3, H, W) in [0, 255] -> JPEG-compressed pixels, float.
+
+    The value is that of :func:`jpeg_compress`; the gradient follows ``backward``.
+    """
+
+    def __init__(self, quality: int = 75, backward: str = "identity", engine: str = "pillow") -> None:
+        super().__init__()
+        if not 1 <= int(quality) <= 100:
+            raise ValueError(f"quality must be in 1..100, got {quality}")
+        if backward not in BACKWARDS:
+            raise ValueError(f"unknown backward {backward!r}; valid: {', '.join(BACKWARDS)}")
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+        self.quality, self.backward, self.engine = int(quality), backward, engine
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (N, 3, H, W) pixels, got {tuple(x.shape)}")
+        out = jpeg_compress(x, self.quality, self.engine)
+        if self.backward == "none" or not x.requires_grad:
+            return out
+        if self.backward == "identity":
+            approx = x
+        else:  # "cubic": J^-1 (round(X) + (X - round X)^3), round(X) treated as a constant
+            coeffs = to_dct(x, self.quality)
+            r = coeffs.detach().round()
+            approx = from_dct(r + (coeffs - r) ** 3, self.quality, tuple(x.shape[-2:]))
+        return approx + (out - approx).detach()  # value: true JPEG; gradient: approx's
+
+    def extra_repr(self) -> str:
+        return f"quality={self.quality}, backward={self.backward!r}, engine={self.engine!r}"
+
+
+class JpegDefense(nn.Module):
+    """A classifier behind a JPEG reformer: ``model(jpeg(round(x)))``, logits (N, C).
+
+    model: float pixels (N, 3, H, W) in [0, 255] -> logits. quality: JPEG quality 1..100.
+    backward: BPDA gradient ("identity", "cubic" or "none"), see the module docstring.
+    """
+
+    def __init__(self, model: nn.Module, quality: int = 75, backward: str = "identity",
+                 engine: str = "pillow") -> None:
+        super().__init__()
+        self.reformer = JpegCompression(quality, backward, engine)
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(self.reformer(x))
+
+    @property
+    def quality(self) -> int:
+        return self.reformer.quality
+
+
+@register("jpeg")
+def jpeg_defense(model: nn.Module, quality: int = 75, backward: str = "identity",
+                 engine: str = "pillow") -> JpegDefense:
+    """Registry factory for :class:`JpegDefense`."""
+    return JpegDefense(model, quality=quality, backward=backward, engine=engine)
