@@ -94,3 +94,33 @@ class TinyConvNet(nn.Module):
 @pytest.fixture
 def tiny_model():
     return TinyConvNet().eval()
+
+
+class _NormalizedLinear(nn.Module):
+    """Ten-class affine map on normalized (N, 3, 32, 32) input, for the registered test model."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight = nn.Parameter(torch.randn(10, 3 * 32 * 32, generator=g) * 6.0, requires_grad=False)
+        self.bias = nn.Parameter(torch.randn(10, generator=g) * 20, requires_grad=False)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.weight.T + self.bias
+
+
+def build_tiny_classifier(**_):
+    from advimage.models import ModelConfig, PixelClassifier
+
+    config = ModelConfig(name="tiny-test", input_size=32, crop_pct=1.0, interpolation="bilinear",
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=10)
+    return PixelClassifier(_NormalizedLinear(), config, [f"class{i}" for i in range(10)])
+
+
+@pytest.fixture
+def tiny_registered():
+    """Registers ``tiny-test`` in the model registry for CLI tests."""
+    from advimage.models import register
+
+    register("tiny-test")(build_tiny_classifier)
+    return "tiny-test"

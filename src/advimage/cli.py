@@ -26,8 +26,10 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     p.add_argument("--weights", default=None, help="weight file for the model (safetensors or torch state dict)")
     p.add_argument("--attack", default="bp", help="attack name (see `advimage attacks`)")
     p.add_argument("--steps", type=int, default=steps, help="gradient budget per image (queries for black-box attacks)")
-    p.add_argument("--quantize", default="smart", choices=["smart", "round", "none"],
-                   help="smart: §7.2 quantization; round: plain rounding; none: keep floats (.npy)")
+    p.add_argument("--quantize", default="smart", choices=["smart", "round", "none", "jpeg"],
+                   help="smart: §7.2 quantization to PNG; jpeg: §7.3 DCT-domain quantization to .jpg; "
+                        "round: plain rounding to PNG; none: keep floats (.npy)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality factor for --quantize jpeg (1-100)")
     p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization (0, 1, 2, ..., inf)")
     p.add_argument("--target", type=int, default=None, help="target class index (targeted attack)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -72,6 +74,8 @@ def _validate(args) -> None:
         raise SystemExit(f"advimage: unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
     if args.steps < 1:
         raise SystemExit("advimage: --steps must be >= 1")
+    if not 1 <= args.quality <= 100:
+        raise SystemExit("advimage: --quality must be in [1, 100]")
     if args.target is not None and not 0 <= args.target < 1000:
         raise SystemExit("advimage: --target must be a class index in [0, 1000)")
 
@@ -111,7 +115,8 @@ def _run(args, items, out: Path) -> int:
     t0 = time.perf_counter()
     outcomes = attack_files(
         model, items, out, batch_size=args.batch_size, progress=not (args.quiet or args.json), attack=args.attack,
-        steps=args.steps, quantizer=args.quantize, df=args.df, target=args.target, figures=not args.no_figures,
+        steps=args.steps, quantizer=args.quantize, df=args.df, quality=args.quality, target=args.target,
+        figures=not args.no_figures,
     )
     elapsed = time.perf_counter() - t0
     rows = [o.to_dict() for o in outcomes]

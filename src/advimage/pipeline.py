@@ -60,15 +60,31 @@ def _batches(items: list[ImageItem], size: int) -> Iterator[list[ImageItem]]:
 
 
 def read_adversarial(path: Path) -> Tensor:
-    """Read a written adversarial file back as float pixels (3, H, W)."""
+    """Read a written adversarial file back as float pixels (3, H, W), with Pillow (NumPy for .npy)."""
     if path.suffix == ".npy":
         return torch.from_numpy(np.load(path, allow_pickle=False)).float()
     return read_image(path).float()
 
 
+def _write_outputs(items, x_out, out_dir: Path, quantizer: str, quality: int) -> list[Path]:
+    written = []
+    for item, xo in zip(items, x_out):
+        if quantizer == "none":
+            path = out_dir / f"{item.stem}_adv.npy"
+            np.save(path, xo.detach().cpu().numpy().astype(np.float32))
+        elif quantizer == "jpeg":
+            from .jpeg.io import write_coefficients
+            path = out_dir / f"{item.stem}_adv.jpg"
+            write_coefficients(path, xo.cpu(), quality)
+        else:
+            path = write_png(out_dir / f"{item.stem}_adv.png", xo.cpu())
+        written.append(path)
+    return written
+
+
 def attack_batch(model: PixelClassifier, items: list[ImageItem], out_dir: Path, *, attack: str = "bp",
-                 steps: int = 100, quantizer: str = "smart", df: float = 1, target: int | None = None,
-                 figures: bool = True, **attack_params) -> list[ImageOutcome]:
+                 steps: int = 100, quantizer: str = "smart", df: float = 1, quality: int = 90,
+                 target: int | None = None, figures: bool = True, **attack_params) -> list[ImageOutcome]:
     """Attack one batch of files and verify the written outputs; unreadable files become error rows."""
     if quantizer not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {quantizer!r}; valid: {', '.join(QUANTIZERS)}")
@@ -85,14 +101,15 @@ def attack_batch(model: PixelClassifier, items: list[ImageItem], out_dir: Path, 
             outcomes[i].error = str(exc)
     if good:
         _attack_good(model, [items[i] for i in good], [outcomes[i] for i in good], torch.stack(originals),
-                     out_dir, attack, steps, quantizer, df, target, figures, attack_params)
+                     out_dir, attack, steps, quantizer, df, quality, target, figures, attack_params)
     elapsed = (time.perf_counter() - start) / max(1, len(items))
     for o in outcomes.values():
         o.seconds = elapsed
     return [outcomes[i] for i in range(len(items))]
 
 
-def _attack_good(model, items, outcomes, x0_u8, out_dir, attack, steps, quantizer, df, target, figures, params):
+def _attack_good(model, items, outcomes, x0_u8, out_dir, attack, steps, quantizer, df, quality, target, figures,
+                 params):
     device = model.device
     x0 = x0_u8.to(device).float()
     pred0 = model.predict(x0)
@@ -100,9 +117,19 @@ def _attack_good(model, items, outcomes, x0_u8, out_dir, attack, steps, quantize
                           device=device)
     targeted = target is not None
     y = torch.full_like(labels, target) if targeted else labels
-    res = get_attack(attack)(model, x0, y, steps=steps, targeted=targeted, **params)
+    x_start = x0
+    if quantizer == "jpeg":  # thesis §7.4.1: the attack starts from the JPEG-compressed original
+        from .jpeg.io import compress
+        x_start = compress(x0_u8, quality).to(device).float()
+    res = get_attack(attack)(model, x_start, y, steps=steps, targeted=targeted, **params)
     grads, fwds = res.gradients.clone(), res.forwards.clone() + 1  # + the prediction on x0
-    if quantizer == "smart":
+    if quantizer == "jpeg":
+        from .quantize.jpeg import quantize_jpeg
+        qj = quantize_jpeg(model, x0, res.x_adv, y, quality=quality, df=df, targeted=targeted)
+        x_out = qj.coefficients
+        grads += qj.gradients.to(grads)
+        fwds += qj.forwards.to(fwds)
+    elif quantizer == "smart":
         q = quantize(model, x0, res.x_adv, y, df=df, targeted=targeted)
         x_out = q.x_q
         grads += q.gradients
@@ -112,14 +139,7 @@ def _attack_good(model, items, outcomes, x0_u8, out_dir, attack, steps, quantize
     else:
         x_out = res.x_adv
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for item, xo in zip(items, x_out):
-        if quantizer == "none":
-            path = out_dir / f"{item.stem}_adv.npy"
-            np.save(path, xo.detach().cpu().numpy().astype(np.float32))
-        else:
-            path = write_png(out_dir / f"{item.stem}_adv.png", xo.cpu())
-        written.append(path)
+    written = _write_outputs(items, x_out, out_dir, quantizer, quality)
     # verification: re-read every file with an independent decoder and re-run the model
     x_file = torch.stack([read_adversarial(p) for p in written]).to(device)
     pred = model.predict(x_file)

@@ -1,0 +1,201 @@
+"""Core benchmark: BP's overhead over plain forward+backward passes, and advimage vs peer libraries.
+
+(1) BP best-effort at N gradients per image vs N forward+backward passes of the same model at the
+    same batch size, timed in one run (ratio).
+(2) On the same correctly classified images and budget: foolbox's DDN (100 steps) and
+    torchattacks' CW (100 steps) vs advimage's BP + smart quantization: median float distortion,
+    time per image, and the fraction still adversarial once saved as an 8-bit PNG and read back.
+
+Usage: python benchmarks/bench_core.py IMAGES [--limit 16] [--steps 100] [--batch-size 16] [--out FILE]
+Writes JSON and prints a table. Not a test: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import advimage
+from advimage.data import discover
+from advimage.distortion import distortion
+from advimage.images import load_for_model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def png_roundtrip(x: torch.Tensor) -> torch.Tensor:
+    """Round float pixels (N, 3, H, W) to 8 bits, encode as PNG in memory, decode with Pillow."""
+    out = []
+    for img in x.detach().round().clamp(0, 255).to(torch.uint8).cpu():
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+        out.append(torch.from_numpy(np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))).permute(2, 0, 1))
+    return torch.stack(out).to(x.device).float()
+
+
+def time_forward_backward(model, x, y, n: int) -> float:
+    """Seconds for n forward+backward passes of the margin loss at this batch."""
+    from advimage.losses import adversarial_loss
+
+    sync(x.device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        xi = x.detach().requires_grad_(True)
+        loss = adversarial_loss(model(xi), y)
+        torch.autograd.grad(loss.sum(), xi)
+    sync(x.device)
+    return time.perf_counter() - t0
+
+
+class UnitRange(torch.nn.Module):
+    """Adapter for peer libraries working in [0, 1]: multiplies by 255 before the pixel model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x * 255.0)
+
+
+def run_peer(name: str, model, x, y, steps: int) -> tuple[torch.Tensor, float]:
+    """Adversarial floats in [0, 255] from a peer library and the seconds it took."""
+    wrapped = UnitRange(model).eval()
+    x01 = x / 255.0
+    sync(x.device)
+    t0 = time.perf_counter()
+    if name == "foolbox_ddn":
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(wrapped, bounds=(0, 1))
+        _, adv, _ = fb.attacks.DDNAttack(steps=steps)(fmodel, x01, fb.criteria.Misclassification(y), epsilons=None)
+    elif name == "torchattacks_cw":
+        import torchattacks
+
+        adv = torchattacks.CW(wrapped, c=1, kappa=0, steps=steps, lr=0.01)(x01, y)
+    else:
+        raise KeyError(name)
+    sync(x.device)
+    return adv.detach() * 255.0, time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--limit", type=int, default=16)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default=None)
+    p.add_argument("--peers", default="foolbox_ddn,torchattacks_cw")
+    p.add_argument("--out", default="benchmarks/out/core.json")
+    args = p.parse_args()
+
+    model = advimage.load_model(args.model, device=args.device)
+    dev = model.device
+    items = discover(args.images)
+    x_all = torch.stack([load_for_model(i.path, model.config) for i in items[: args.limit * 2]]).float().to(dev)
+    y_all = torch.tensor([i.label for i in items[: args.limit * 2]], device=dev)
+    keep = (model.predict(x_all) == y_all).nonzero().flatten()[: args.limit]
+    x, y = x_all[keep], y_all[keep]
+    n = len(x)
+    methods: dict[str, dict] = {}
+
+    # (1) overhead of BP over the same number of forward+backward passes, batch by batch
+    t_bp = t_fb = t_q = 0.0
+    advs, succ_float, d_float, q_imgs = [], [], [], []
+    for i in range(0, n, args.batch_size):
+        xb, yb = x[i:i + args.batch_size], y[i:i + args.batch_size]
+        time_forward_backward(model, xb, yb, 1)  # warm-up
+        t_fb += time_forward_backward(model, xb, yb, args.steps)
+        sync(dev)
+        t0 = time.perf_counter()
+        res = advimage.attack(model, xb, yb, attack="bp", steps=args.steps)
+        sync(dev)
+        t_bp += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        q = advimage.quantize(model, xb, res.x_adv, yb, df=1)
+        sync(dev)
+        t_q += time.perf_counter() - t0
+        advs.append(res.x_adv)
+        succ_float.append(res.success)
+        d_float.append(res.distortion)
+        q_imgs.append(q.x_q)
+    x_bp = torch.cat(advs)
+    xq_file = png_roundtrip(torch.cat(q_imgs).float())
+    ok_file = model.predict(xq_file) != y
+    methods["advimage_bp_smart"] = {
+        "median_float_distortion": float(torch.cat(d_float).median()),
+        "median_file_distortion": float(distortion(xq_file, x)[ok_file].median()) if ok_file.any() else None,
+        "float_success": float(torch.cat(succ_float).float().mean()),
+        "png_success": float(ok_file.float().mean()),
+        "ms_per_image": 1000 * (t_bp + t_q) / n,
+    }
+    rounded = png_roundtrip(x_bp)
+    methods["advimage_bp_round"] = {
+        "median_float_distortion": methods["advimage_bp_smart"]["median_float_distortion"],
+        "png_success": float((model.predict(rounded) != y).float().mean()),
+        "ms_per_image": 1000 * t_bp / n,
+    }
+    # (2) peers on the same images and budget
+    for peer in [s for s in args.peers.split(",") if s]:
+        try:
+            outs, secs = [], 0.0
+            for i in range(0, n, args.batch_size):
+                adv, dt = run_peer(peer, model, x[i:i + args.batch_size], y[i:i + args.batch_size], args.steps)
+                outs.append(adv)
+                secs += dt
+        except ImportError as exc:
+            methods[peer] = {"error": f"not installed: {exc}"}
+            continue
+        adv = torch.cat(outs)
+        fooled = model.predict(adv) != y
+        d = distortion(adv, x)
+        methods[peer] = {
+            "median_float_distortion": float(d[fooled].median()) if fooled.any() else None,
+            "float_success": float(fooled.float().mean()),
+            "png_success": float((model.predict(png_roundtrip(adv)) != y).float().mean()),
+            "ms_per_image": 1000 * secs / n,
+        }
+    report = {
+        "command": "python benchmarks/bench_core.py " + " ".join(args.images) + f" --limit {args.limit} "
+                   f"--steps {args.steps} --batch-size {args.batch_size}",
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "model": args.model, "images": n, "steps": args.steps, "batch_size": args.batch_size,
+        "bp_seconds": t_bp, "forward_backward_seconds": t_fb, "quantize_seconds": t_q,
+        "bp_over_forward_backward": t_bp / t_fb, "methods": methods,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\n{args.model} on {report['device']}, {n} correctly classified images, {args.steps} steps, "
+          f"batch {args.batch_size}")
+    print(f"BP time / {args.steps} forward+backward passes: {report['bp_over_forward_backward']:.3f} "
+          f"({t_bp:.1f} s vs {t_fb:.1f} s); smart quantization {t_q:.1f} s")
+    print(f"\n| method | median float distortion | float success | success as PNG | ms / image |")
+    print("|---|---|---|---|---|")
+    for name, m in methods.items():
+        if "error" in m:
+            print(f"| {name} | {m['error']} | | | |")
+            continue
+        med = m.get("median_float_distortion")
+        print(f"| {name} | {med if med is None else f'{med:.3f}'} | {m.get('float_success', float('nan')):.1%} | "
+              f"{m['png_success']:.1%} | {m['ms_per_image']:.0f} |")
+    print(f"\nJSON: {out}")
+
+
+if __name__ == "__main__":
+    main()
