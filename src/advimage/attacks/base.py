@@ -135,7 +135,7 @@ def check_inputs(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 255):
         raise ValueError("x must be pixels in [0, 255]; scale [0, 1] inputs by 255 first")
-    if float(x.max()) <= 1.0 and x.numel() > 1000:
+    if x.numel() > 1000 and float(x.max()) <= 1.0:
         import warnings
         warnings.warn("x looks like [0, 1] data; advimage expects pixels in [0, 255]", stacklevel=3)
 
