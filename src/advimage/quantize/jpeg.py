@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..jpeg.io import clamp_coefficients, roundtrip
 from ..jpeg.transform import apply_j, decode_like_libjpeg, to_dct
+from .spatial import admissible_bounds  # eq. 7.8, applied to X_a (u -> U) in the DCT domain
 
 
 @dataclass
@@ -61,24 +62,6 @@ class JpegQuantizeResult:
     gradients: Tensor
     lam: Tensor
     quality: int
-
-
-def admissible_bounds(xa: Tensor, df: float) -> tuple[Tensor, Tensor]:
-    """Integer bounds [lo, hi] of the admissible coefficients around X_a (eq. 7.8, u -> U).
-
-    d_f = 0: rounding; d_f = 1: floor or ceil; d_f = 2: round +- 1; in general d_f + 1 integers,
-    centred on round(X_a) for even d_f and on {floor, ceil} for odd d_f. ``inf``: no clipping.
-    """
-    if df == math.inf:
-        inf = torch.full_like(xa, math.inf)
-        return -inf, inf
-    if df < 0 or df != int(df):
-        raise ValueError(f"df must be a non-negative integer or math.inf, got {df}")
-    df = int(df)
-    if df % 2 == 0:
-        r = xa.round()
-        return r - df // 2, r + df // 2
-    return xa.floor() - (df - 1) // 2, xa.ceil() + (df - 1) // 2
 
 
 def lambda_grid(lam_c: Tensor, n: int) -> Tensor:

@@ -33,7 +33,10 @@ class QuantizeResult:
 
 
 def admissible_bounds(u: Tensor, df: float) -> tuple[Tensor, Tensor]:
-    """Lowest and highest admissible integer perturbation x_q - x0 per pixel (eq. 7.8).
+    """Lowest and highest admissible integers around each value of u (eq. 7.8).
+
+    In the spatial domain u = x_a - x0 and the bounds are on x_q - x0; in the JPEG domain the
+    same bounds apply to the coefficients X_a (§7.3.2).
 
     df = 0: [u] only; df = 1: floor(u) or ceil(u); even df: [u] ± df/2; odd df:
     floor(u) - (df-1)/2 .. ceil(u) + (df-1)/2. Each leaves df + 1 choices and keeps
