@@ -8,17 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _df(value: str) -> float:
-    if value.lower() in ("inf", "infinity"):
-        return float("inf")
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"df must be a non-negative integer or 'inf', got {value!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("df must be >= 0")
-    return float(v)
+from .cli_types import df_value as _df
 
 
 def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
@@ -62,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     qt.add_argument("--batch-size", type=int, default=16)
     qt.add_argument("--device", default=None)
     qt.add_argument("--out", default="runs/quant-table")
+    from .bench import cli as bench_cli
+    bench_cli.add_parser(sub)
     sub.add_parser("models", help="list registered models")
     sub.add_parser("attacks", help="list attacks")
     return parser
@@ -155,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "experiment":
         return _experiment(args)
+    if args.command == "bench":
+        from .bench import cli as bench_cli
+        return bench_cli.run(args)
     _validate(args)
     from .data import DataError, ImageItem, discover
 

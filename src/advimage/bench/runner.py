@@ -1,0 +1,611 @@
+"""RoBIC runner (thesis ch. 6): attack an image set with several models, store, summarize, report.
+
+For every (model, attack) of a benchmark and every image of the set:
+
+- white box (every attack not in :data:`BLACK_BOX_ATTACKS`): the attack in best-effort mode
+  with a gradient budget ``steps``, then smart quantization (§7.2, ``df`` = 1 by default);
+- black box (SurFree): a label-query budget ``queries``; the attack already outputs integers;
+- either way the uint8 result is encoded to PNG and decoded back with Pillow, and success and
+  distortion (eq. 6.2) are measured on the decoded pixels (the file is the truth);
+- an original the model already misclassifies (prediction != label) is not attacked: it counts
+  as fooled at distortion 0 (§6.2.4); an image without a label is labelled by the model itself;
+- a missing or corrupt image becomes an error row and the run goes on.
+
+Each batch's rows are committed to the run's :class:`~advimage.bench.store.ResultStore` as soon
+as the batch is done, so ``resume=True`` continues after a crash, SIGKILL or Ctrl-C and loses at
+most the batch in progress; images already committed for the same settings are never redone.
+
+Reproducibility: batches are fixed slices of the image list; batch ``k`` of a (model, attack) is
+attacked with the seed :func:`batch_seed` ``(seed, model, attack, k)``, given to torch and to the
+attack's ``seed`` parameter where it has one. Same images, seed and batch size give the same rows
+on CPU, whether or not the run was interrupted. (On GPU, cuDNN may add tiny nondeterminism.)
+
+At the end: summaries (:func:`~advimage.bench.metrics.summarize_rows`), the report
+(``run_dir/report/report.html``, Table 6.2 layout), ``results.csv`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import os
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..attacks import UnknownAttackError
+from ..attacks import get as get_attack
+from ..attacks import names as attack_names
+from ..data import ImageItem, discover
+from ..distortion import distortion
+from ..images import ImageReadError, load_for_model
+from ..models import PixelClassifier, UnknownModelError, load_model
+from ..models import names as model_names
+from ..quantize import quantize
+from .metrics import OperatingCurve, RobustnessSummary, summarize_rows
+from .report import GalleryItem, ModelRow, ReportFiles, example_item, plot_curves, table_rows, write_report
+from .store import COLUMNS, DB_NAME, ResultStore
+
+#: Attacks that only query labels; their budget is ``queries``, all others are white box (``steps``).
+BLACK_BOX_ATTACKS = frozenset({"surfree", "hsj"})
+DEFAULT_ATTACKS = ("bp", "surfree")
+#: Version of the measurement protocol, part of every configuration's settings (bump it when the
+#: way a row is measured changes, so that old rows are not reused).
+PROTOCOL = 1
+
+
+class ConfigError(ValueError):
+    """A benchmark option is invalid (raised before any work)."""
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds results and ``resume`` was not asked for."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (model, attack) of a benchmark.
+
+    attack: registry name; label: name in the store and report (``"cw:1000"`` when the budget
+    was given with the attack); budget: gradients (white box) or queries (black box) per image;
+    settings: what identifies its rows in the store (hashed).
+    """
+
+    model: str
+    attack: str
+    label: str
+    black_box: bool
+    budget: int
+    quantizer: str
+    settings: dict[str, Any]
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` produced.
+
+    rows: the per-image store rows of this benchmark's configurations (image order).
+    summaries, curves: per (model, attack, quantizer). table: Table 6.2 lines; markdown: the
+    same as Markdown. params_millions: counted from each model's parameters.
+    """
+
+    run_dir: Path
+    jobs: list[Job]
+    rows: list[dict[str, Any]]
+    summaries: list[RobustnessSummary]
+    curves: dict[tuple[str, str, str], OperatingCurve]
+    table: list[ModelRow]
+    markdown: str
+    report: ReportFiles
+    results_csv: Path
+    params_millions: dict[str, float]
+    computed: int = 0           # images attacked by this call (the rest were reused)
+    n_errors: int = 0           # error rows among ``rows``
+    seconds: float = 0.0        # wall time of this call
+    errors: list[str] = field(default_factory=list)  # distinct error messages
+
+
+# -- configuration ---------------------------------------------------------------------------
+def _split(names: str | Iterable[str]) -> list[str]:
+    if isinstance(names, str):
+        names = names.split(",")
+    return [n.strip() for n in names if n and n.strip()]
+
+
+def parse_attack(spec: str) -> tuple[str, int | None]:
+    """``"bp"`` -> ("bp", None); ``"cw:1000"`` -> ("cw", 1000) (the budget for that attack)."""
+    name, sep, budget = spec.partition(":")
+    if not sep:
+        return name, None
+    try:
+        b = int(budget)
+    except ValueError:
+        raise ConfigError(f"bad attack {spec!r}: expected NAME or NAME:BUDGET with an integer budget") from None
+    if b < 1:
+        raise ConfigError(f"bad attack {spec!r}: the budget must be >= 1")
+    return name, b
+
+
+def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
+    """Refuse unknown models or attacks with the list of valid names (nothing is built)."""
+    known = model_names()
+    for m in models:
+        if m not in known and ":" not in m:
+            raise UnknownModelError(f"unknown model {m!r}; registered models: {', '.join(known)} "
+                                    "(or timm:<name> / torchvision:<name>)")
+    valid = attack_names()
+    for a in attacks:
+        name, _ = parse_attack(a)
+        if name not in valid:
+            raise UnknownAttackError(f"unknown attack {name!r}; valid attacks: {', '.join(valid)}")
+
+
+def _quantizer_name(df: float) -> str:
+    return "smart" if df == 1 else f"smart_df{df:g}"
+
+
+def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float,
+              seed: int) -> list[Job]:
+    """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order."""
+    jobs = []
+    for m in models:
+        for spec in attacks:
+            name, budget = parse_attack(spec)
+            black = name in BLACK_BOX_ATTACKS
+            budget = budget or (queries if black else steps)
+            quantizer = "none" if black else _quantizer_name(df)
+            settings: dict[str, Any] = {"protocol": PROTOCOL, "model": m, "attack": name, "budget": budget,
+                                        "budget_unit": "queries" if black else "gradients",
+                                        "quantizer": quantizer, "seed": seed, "targeted": False,
+                                        "verify": "png"}
+            if not black:
+                settings["df"] = df
+            jobs.append(Job(m, name, spec, black, budget, quantizer, settings))
+    return jobs
+
+
+def batch_seed(seed: int, model: str, attack: str, index: int) -> int:
+    """Seed of batch ``index`` of a (model, attack): stable across runs, processes and resumes."""
+    return zlib.crc32(f"{seed}:{model}:{attack}:{index}".encode()) & 0x7FFFFFFF
+
+
+def image_keys(items: Sequence[ImageItem]) -> list[str]:
+    """Stable names of the images in the store: paths relative to their common folder (POSIX)."""
+    if not items:
+        return []
+    parents = [os.path.abspath(it.path.parent) for it in items]
+    root = os.path.commonpath(parents)
+    keys = [Path(os.path.relpath(os.path.abspath(it.path), root)).as_posix() for it in items]
+    seen: set[str] = set()
+    for k in keys:
+        if k in seen:
+            raise ConfigError(f"image {k!r} is listed twice in the image set")
+        seen.add(k)
+    return keys
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters of a model (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+# -- measuring on PNG files ---------------------------------------------------------------------
+def png_encode(x: Tensor) -> bytes:
+    """PNG bytes of one uint8 image (3, H, W)."""
+    buf = io.BytesIO()
+    Image.fromarray(x.permute(1, 2, 0).cpu().numpy(), "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_decode(data: bytes) -> Tensor:
+    """uint8 (3, H, W) pixels decoded by Pillow from PNG bytes."""
+    with Image.open(io.BytesIO(data)) as img:
+        if img.format != "PNG":
+            raise ValueError(f"expected PNG data, got {img.format}")
+        a = np.array(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+
+
+def png_roundtrip(x: Tensor) -> tuple[Tensor, list[bytes]]:
+    """Encode uint8 images (N, 3, H, W) to PNG and decode them back: (decoded uint8, PNG bytes)."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 pixels, got {x.dtype}")
+    data = [png_encode(xi) for xi in x.cpu()]
+    if not data:
+        return x.cpu().clone(), []
+    return torch.stack([png_decode(d) for d in data]), data
+
+
+def _attack_kwargs(fn: Callable, seed: int) -> dict[str, Any]:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"seed": seed} if "seed" in params else {}
+
+
+def _attack_stage(model: PixelClassifier, job: Job, x0_u8: Tensor, y: Tensor, seed: int, df: float
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[dict[str, Any]]]:
+    """Attack correctly classified originals; uint8 images (M,3,H,W) on CPU, gradients, forwards,
+    queries (M,) and per-image extras."""
+    fn = get_attack(job.attack)
+    x0 = x0_u8.to(model.device).float()
+    res = fn(model, x0, y, steps=job.budget, targeted=False, **_attack_kwargs(fn, seed))
+    grads, fwds, queries = res.gradients.cpu().long(), res.forwards.cpu().long(), res.queries.cpu().long()
+    extras = [{"attack_success": bool(s), "attack_distortion": float(d)}
+              for s, d in zip(res.success.cpu(), res.distortion.cpu())]
+    if job.black_box:
+        xa = res.x_adv.detach()
+        xr = xa.round().clamp(0, 255)
+        off = (xa - xr).abs().flatten(1).amax(1).cpu() if xa.numel() else torch.zeros(0)
+        for e, o in zip(extras, off):
+            if float(o) > 1e-3:
+                e["rounded"] = float(o)  # the attack returned non-integer pixels: rounded here
+        x_out = xr.to(torch.uint8).cpu()
+    else:
+        q = quantize(model, x0_u8.to(model.device), res.x_adv, y, df=df)
+        x_out = q.x_q.cpu()
+        grads = grads + q.gradients.cpu().long()
+        fwds = fwds + q.forwards.cpu().long()
+        for e, s, lam in zip(extras, q.success.cpu(), q.lam.cpu()):
+            e["quantize_success"] = bool(s)
+            e["lam"] = None if math.isnan(float(lam)) else float(lam)
+    return x_out, grads, fwds, queries, extras
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "x"
+
+
+def process_batch(model: PixelClassifier, job: Job, items: Sequence[ImageItem], keys: Sequence[str], *,
+                  seed: int, df: float, examples_dir: Path | None = None, examples_left: int = 0,
+                  on_error: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Rows (store dicts) for a batch of images of one job; see the module docstring.
+
+    examples_dir, examples_left: save the original and adversarial PNGs of up to that many
+    fooled images under examples_dir (for the report's gallery); their rows name them in
+    ``extra["example"]``.
+    """
+    t0 = time.perf_counter()
+    base = {"model": job.model, "attack": job.label, "quantizer": job.quantizer}
+    rows: list[dict[str, Any] | None] = [None] * len(items)
+    loaded: list[int] = []
+    originals: list[Tensor] = []
+    for i, (item, key) in enumerate(zip(items, keys)):
+        try:
+            originals.append(load_for_model(item.path, model.config))
+            loaded.append(i)
+        except ImageReadError as exc:
+            rows[i] = {**base, "image": key, "label": item.label, "error": str(exc)}
+    if loaded:
+        torch.manual_seed(seed)
+        x0_u8 = torch.stack(originals)
+        pred0 = model.predict(x0_u8.to(model.device)).cpu()
+        labels = torch.tensor([items[i].label if items[i].label is not None else int(p)
+                               for i, p in zip(loaded, pred0)], dtype=torch.long)
+        correct = pred0 == labels
+        idx = torch.nonzero(correct).flatten()
+        attacked: dict[int, tuple] = {}
+        error: str | None = None
+        if idx.numel():
+            try:
+                x_out, grads, fwds, queries, extras = _attack_stage(
+                    model, job, x0_u8[idx], labels[idx].to(model.device), seed, df)
+                x_file, pngs = png_roundtrip(x_out)
+                pred = model.predict(x_file.to(model.device)).cpu()
+                d = distortion(x_file, x0_u8[idx]).cpu()
+                for j, k in enumerate(idx.tolist()):
+                    attacked[k] = (int(pred[j]), float(d[j]), int(grads[j]), int(fwds[j]), int(queries[j]),
+                                   extras[j], pngs[j])
+            except Exception as exc:  # noqa: BLE001  (e.g. out of memory: record it, go on)
+                error = f"{job.attack} failed on this batch: {type(exc).__name__}: {exc}"
+                if on_error is not None:
+                    on_error(error)
+        seconds = (time.perf_counter() - t0) / len(loaded)
+        for k, i in enumerate(loaded):
+            item, key = items[i], keys[i]
+            row: dict[str, Any] = {**base, "image": key, "label": int(labels[k]), "prediction": int(pred0[k]),
+                                   "seconds": seconds}
+            extra: dict[str, Any] = {"label_source": "file" if item.label is not None else "model"}
+            if not bool(correct[k]):  # already adversarial: fooled at distortion 0, not attacked
+                row.update(adv_label=int(pred0[k]), distortion=0.0, success=True, gradients=0, queries=0)
+                extra["misclassified"] = True
+            elif error is not None:
+                row["error"] = error
+            else:
+                adv, dist, g, f, q, ex, png = attacked[k]
+                success = adv != int(labels[k])
+                row.update(adv_label=adv, distortion=dist, success=success, gradients=g, queries=q)
+                extra.update(ex, forwards=f)
+                if success and examples_dir is not None and examples_left > 0:
+                    examples_left -= 1
+                    stem = examples_dir / _slug(key).replace(".", "_")
+                    stem.parent.mkdir(parents=True, exist_ok=True)
+                    _write_bytes(stem.with_name(stem.name + "_orig.png"), png_encode(x0_u8[k]))
+                    _write_bytes(stem.with_name(stem.name + "_adv.png"), png)
+                    extra["example"] = stem.name
+            row["extra"] = extra
+            rows[i] = row
+    return [r for r in rows if r is not None]
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# -- progress ------------------------------------------------------------------------------------
+class _Tally:
+    """Running counts of one job for the progress bar."""
+
+    def __init__(self) -> None:
+        self.n = self.correct = self.fooled = self.errors = 0
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        for r in rows:
+            if r.get("error"):
+                self.errors += 1
+                continue
+            self.n += 1
+            if r.get("prediction") == r.get("label"):
+                self.correct += 1
+                self.fooled += bool(r.get("success"))
+
+    def status(self) -> str:
+        if not self.n:
+            return f"[red]{self.errors} errors" if self.errors else ""
+        s = f"η(0) {self.correct / self.n:.0%} · fooled {self.fooled}/{self.correct}"
+        if self.correct:
+            s += f" ({self.fooled / self.correct:.0%})"
+        return s + (f" · [red]{self.errors} errors" if self.errors else "")
+
+
+def _progress(enabled: bool, console: Any):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("  -  img/s" if speed is None else f"{speed:6.2f} img/s", style="progress.data.speed")
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), RateColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+    return Progress(*columns, console=console, disable=not enabled, transient=False)
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[ImageItem],
+                  models: str | Sequence[str] = "efficientnet_lite0", *,
+                  attacks: str | Sequence[str] = DEFAULT_ATTACKS, steps: int = 100, queries: int = 5000,
+                  df: float = 1, limit: int | None = None, seed: int = 0, batch_size: int = 16,
+                  device: str | None = None, out: str | os.PathLike = "runs/bench", resume: bool = False,
+                  compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
+                  title: str | None = None) -> BenchmarkResult:
+    """Benchmark ``models`` against ``attacks`` on an image set; store, summarize and report.
+
+    images: image files or folders (see :func:`advimage.data.discover`), or ImageItems.
+    models, attacks: names (or comma-separated strings); an attack may carry its own budget as
+        ``NAME:BUDGET``. White-box attacks get ``steps`` gradients per image, black-box ones
+        (:data:`BLACK_BOX_ATTACKS`) ``queries`` label queries.
+    df: degree of freedom of the smart quantization of white-box outputs. limit: first N images.
+    seed: seeds torch and the attacks (per batch, see :func:`batch_seed`).
+    batch_size: images per attack call and per committed batch; part of what makes rows
+        reproducible. device: model device (default CUDA if available).
+    out: run directory (results.sqlite, settings.json, results.csv, summary.json, report/,
+        examples/). resume: continue a run directory that already holds results; without it
+        such a directory is refused (:class:`RunExistsError`).
+    compare: also plot all attacks of each model on one figure (Fig. 6.1 style).
+    gallery: fooled examples kept per (model, attack) for the report.
+    progress: show a rich progress bar (on ``console``, default stderr).
+
+    Raises UnknownModelError / UnknownAttackError (with the valid names), ConfigError (bad
+    option), DataError (no images) or RunExistsError before any work.
+    """
+    from rich.console import Console
+
+    t_start = time.perf_counter()
+    model_list, attack_list = _split(models), _split(attacks)
+    if not model_list:
+        raise ConfigError("no model given")
+    if not attack_list:
+        raise ConfigError("no attack given")
+    check_names(model_list, attack_list)
+    for what, vals in (("model", model_list), ("attack", attack_list)):
+        dup = sorted({v for v in vals if vals.count(v) > 1})
+        if dup:
+            raise ConfigError(f"{what} listed twice: {', '.join(dup)}")
+    if steps < 1 or queries < 1:
+        raise ConfigError("steps and queries must be >= 1")
+    if batch_size < 1:
+        raise ConfigError("batch_size must be >= 1")
+    if limit is not None and limit < 1:
+        raise ConfigError("limit must be >= 1 (or None for all images)")
+    if not (math.isinf(df) or (df >= 0 and df == int(df))):
+        raise ConfigError(f"df must be a non-negative integer or inf, got {df}")
+    if gallery < 0:
+        raise ConfigError("gallery must be >= 0")
+
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if all(isinstance(i, ImageItem) for i in images):
+        items, sources = list(images), [f"{len(images)} ImageItems"]
+    else:
+        items, sources = discover(list(images)), [str(p) for p in images]
+    if limit is not None:
+        items = items[:limit]
+    keys = image_keys(items)
+    run_dir = Path(out)
+    if not resume and (run_dir / DB_NAME).exists():
+        with ResultStore(run_dir) as st:
+            n = len(st)
+        if n:
+            raise RunExistsError(f"{run_dir} already holds {n} results: pass resume=True (--resume) to continue "
+                                 "it (finished configurations are reused), or choose another output folder")
+    jobs = make_jobs(model_list, attack_list, steps=steps, queries=queries, df=df, seed=seed)
+    console = console or Console(stderr=True)
+
+    run_settings = {"images": sources, "n_images": len(items), "models": model_list, "attacks": attack_list,
+                    "steps": steps, "queries": queries, "df": df, "limit": limit, "seed": seed, "batch_size": batch_size,
+                    "device": device, "compare": compare, "protocol": PROTOCOL,
+                    "jobs": [j.settings for j in jobs]}
+    errors: list[str] = []
+    computed = 0
+    params: dict[str, float] = {}
+    class_names: dict[str, list[str]] = {}
+    with ResultStore(run_dir) as store:
+        store.start_run(run_settings, seed=seed)
+        done = [store.done(j.model, j.label, j.quantizer, j.settings, retry_errors=True) for j in jobs]
+        key_set = set(keys)
+        with _progress(progress, console) as bar:
+            tasks = [bar.add_task(f"{j.model} · {j.label}", total=len(items), completed=len(d & key_set), status="")
+                     for j, d in zip(jobs, done)]
+            for m in model_list:
+                model = load_model(m, device=device)
+                params[m] = count_parameters(model) / 1e6
+                class_names[m] = list(model.class_names)
+                for k, job in enumerate(jobs):
+                    if job.model == m:
+                        computed += _run_job(model, job, items, keys, store, done[k], seed=seed, df=df,
+                                             batch_size=batch_size, run_dir=run_dir, gallery=gallery, bar=bar,
+                                             task=tasks[k], errors=errors, console=console)
+                del model
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        rows = collect_rows(store, jobs, keys)
+    return _finish(run_dir, jobs, rows, params, class_names, n_images=len(items), compare=compare,
+                   computed=computed, errors=errors, seconds=time.perf_counter() - t_start, title=title)
+
+
+def _run_job(model: PixelClassifier, job: Job, items: list[ImageItem], keys: list[str], store: ResultStore,
+             done: set[str], *, seed: int, df: float, batch_size: int, run_dir: Path, gallery: int, bar: Any,
+             task: Any, errors: list[str], console: Any) -> int:
+    """Attack the images of one job not yet committed; returns how many were attacked."""
+    tally = _Tally()
+    old = store.rows(model=job.model, attack=job.label, quantizer=job.quantizer, settings=job.settings)
+    tally.add(r for r in old if r["image"] in done)
+    examples_left = gallery - sum(1 for r in old if (r.get("extra") or {}).get("example"))
+    examples_dir = run_dir / "examples" / _slug(job.model) / _slug(job.label)
+    bar.update(task, status=tally.status())
+
+    def on_error(msg: str) -> None:
+        if msg not in errors:
+            errors.append(msg)
+            console.print(f"[yellow]warning:[/] {job.model} · {job.label}: {msg}")
+
+    computed = 0
+    for b, start in enumerate(range(0, len(items), batch_size)):
+        pending = [i for i in range(start, min(start + batch_size, len(items))) if keys[i] not in done]
+        if not pending:
+            continue
+        rows = process_batch(model, job, [items[i] for i in pending], [keys[i] for i in pending],
+                             seed=batch_seed(seed, job.model, job.label, b), df=df, examples_dir=examples_dir,
+                             examples_left=max(0, examples_left), on_error=on_error)
+        store.add_batch(rows, settings=job.settings)
+        examples_left -= sum(1 for r in rows if (r.get("extra") or {}).get("example"))
+        done.update(r["image"] for r in rows)
+        computed += len(rows)
+        tally.add(rows)
+        bar.update(task, advance=len(rows), status=tally.status())
+    return computed
+
+
+def collect_rows(store: ResultStore, jobs: Sequence[Job], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Store rows of the jobs' configurations restricted to ``keys``, in job then image order."""
+    order = {k: i for i, k in enumerate(keys)}
+    out = []
+    for j in jobs:
+        rs = [r for r in store.rows(model=j.model, attack=j.label, quantizer=j.quantizer, settings=j.settings)
+              if r["image"] in order]
+        out.extend(sorted(rs, key=lambda r: order[r["image"]]))
+    return out
+
+
+def _gallery(run_dir: Path, jobs: Sequence[Job], rows: Sequence[dict[str, Any]],
+             class_names: dict[str, list[str]]) -> list[GalleryItem]:
+    from ..images import read_image
+
+    items = []
+    for j in jobs:
+        folder = run_dir / "examples" / _slug(j.model) / _slug(j.label)
+        for r in rows:
+            ex = (r.get("extra") or {}).get("example")
+            if r["model"] != j.model or r["attack"] != j.label or not ex:
+                continue
+            try:
+                x0, xa = read_image(folder / f"{ex}_orig.png"), read_image(folder / f"{ex}_adv.png")
+            except ImageReadError:
+                continue  # example file removed: the rows still hold the measurement
+            cn = class_names.get(j.model, [])
+            name = lambda i: cn[i] if 0 <= i < len(cn) else str(i)  # noqa: E731
+            items.append(example_item(f"{j.model} · {j.label}: {r['image']}, d = {r['distortion']:.3f}", x0, xa,
+                                      original_class=name(int(r["label"])),
+                                      adversarial_class=name(int(r["adv_label"]))))
+    return items
+
+
+def _finish(run_dir: Path, jobs: list[Job], rows: list[dict[str, Any]], params: dict[str, float],
+            class_names: dict[str, list[str]], *, n_images: int, compare: bool, computed: int,
+            errors: list[str], seconds: float, title: str | None) -> BenchmarkResult:
+    entries = summarize_rows(rows)
+    summaries = [s for s, _ in entries]
+    curves = {s.key: c for s, c in entries}
+    black = {j.label for j in jobs if j.black_box}
+    gallery: list[Any] = []
+    if compare:
+        for m in dict.fromkeys(j.model for j in jobs):
+            ent = [(s, c) for s, c in entries if s.model == m]
+            if len(ent) > 1:
+                png, _svg = plot_curves(ent, run_dir / "report" / "compare" / _slug(m),
+                                        title=f"{m}: operating curves of {len(ent)} attacks")
+                gallery.append((f"All attacks on {m} (Fig. 6.1 style)", png))
+    gallery += _gallery(run_dir, jobs, rows, class_names)
+    files = write_report(run_dir, summaries, curves, gallery, params_millions=params, black_box_attacks=black,
+                         title=title or f"advimage robustness report ({n_images} images)")
+    results_csv = write_rows_csv(rows, run_dir / "results.csv")
+    table = table_rows(summaries, black_box_attacks=black, params_millions=params)
+    (run_dir / "summary.json").write_text(json.dumps(
+        {"summaries": [s.to_dict() for s in summaries], "params_millions": params,
+         "jobs": [j.settings for j in jobs]}, indent=2, default=_json_default) + "\n")
+    return BenchmarkResult(run_dir=run_dir, jobs=jobs, rows=rows, summaries=summaries, curves=curves, table=table,
+                           markdown=files.table_md.read_text(encoding="utf-8"), report=files,
+                           results_csv=results_csv, params_millions=params, computed=computed,
+                           n_errors=sum(1 for r in rows if r.get("error")), seconds=seconds, errors=errors)
+
+
+def _json_default(x: Any) -> Any:
+    return str(x)
+
+
+def write_rows_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Rows as CSV with the store's columns (``extra`` as JSON, success as 0/1)."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        w.writeheader()
+        for r in rows:
+            r = dict(r)
+            r["extra"] = None if r.get("extra") is None else json.dumps(r["extra"], sort_keys=True)
+            r["success"] = None if r.get("success") is None else int(r["success"])
+            w.writerow({k: r.get(k) for k in COLUMNS})
+    return path

@@ -1,0 +1,28 @@
+"""Argument types shared by the command-line parsers."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def df_value(value: str) -> float:
+    """Degree of freedom of the quantizers: a non-negative integer or 'inf'."""
+    if value.lower() in ("inf", "infinity"):
+        return float("inf")
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"df must be a non-negative integer or 'inf', got {value!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("df must be >= 0")
+    return float(v)
+
+
+def positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v

@@ -1,0 +1,304 @@
+"""Benchmark runner: complete runs with error rows, SIGKILL + resume, refusal of bad names, seeds."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import advimage.models as models
+from advimage.bench import run_benchmark
+from advimage.bench import cli as bench_cli
+from advimage.bench.runner import (ConfigError, RunExistsError, batch_seed, png_roundtrip, parse_attack)
+from advimage.images import load_for_model, read_image
+from advimage.models import ModelConfig, PixelClassifier
+
+TINY = "tiny_bench_net"
+BUILDS = {"n": 0}
+ATTACKS = "bp,surfree"
+KW = dict(steps=12, queries=120, batch_size=2, gallery=1, progress=False)
+
+
+class _Net(nn.Module):
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, stride=2)
+        self.fc = nn.Linear(8 * 4, 5)
+        for p in self.parameters():
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.ndim > 1 else 0.1))
+        self.delay = delay
+
+    def forward(self, x):
+        if self.delay:
+            time.sleep(self.delay)
+        h = torch.relu(self.conv1(x))
+        h = torch.relu(self.conv2(h))
+        return self.fc(nn.functional.adaptive_avg_pool2d(h, 2).flatten(1))
+
+
+def register_tiny(delay: float = 0.0) -> None:
+    """Register the tiny test model (the subprocess of the SIGKILL test registers it again with a
+    slow forward, so that it can be killed midway; same weights, same results)."""
+    cfg = dict(input_size=32, crop_pct=1.0, interpolation="bilinear", mean=(0.5, 0.5, 0.5),
+               std=(0.25, 0.25, 0.25), num_classes=5)
+
+    @models.register(TINY)
+    def _tiny() -> PixelClassifier:
+        BUILDS["n"] += 1
+        return PixelClassifier(_Net(delay), ModelConfig(name=TINY, **cfg), [f"class{i}" for i in range(5)])
+
+
+register_tiny()
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def image_set(tmp_path_factory):
+    """8 smooth 40x40 PNGs labelled with the tiny model's prediction (two of them wrongly), plus a
+    corrupt file and a missing one."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:40] / 40.0
+    rows = []
+    model = models.load_model(TINY, device="cpu")
+    for i in range(8):
+        c = rng.uniform(40, 215, (3, 1, 1))
+        a = rng.uniform(-40, 40, (3, 1, 1))
+        img = np.clip(c + a * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * xx + rng.uniform(0, 1) * yy)), 0, 255)
+        path = root / f"img{i}.png"
+        Image.fromarray(np.rint(img).astype(np.uint8).transpose(1, 2, 0)).save(path)
+        pred = int(model.predict(load_for_model(path, model.config)[None].float()))
+        label = (pred + 1) % 5 if i in (2, 5) else pred  # two misclassified originals
+        rows.append((path.name, label))
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    rows.insert(3, ("broken.png", 1))
+    rows.append(("missing.png", 0))
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["filename", "label"])
+        w.writerows(rows)
+    return root
+
+
+def comparable(rows):
+    drop = {"run_id", "created", "seconds", "settings_hash"}
+    return sorted(({k: v for k, v in r.items() if k not in drop} for r in rows),
+                  key=lambda r: (r["model"], r["attack"], r["quantizer"], r["image"]))
+
+
+def table_without_time(md: str) -> list[list[str]]:
+    """Markdown table cells without the s/image column (timings differ between runs)."""
+    return [[c.strip() for c in line.strip("|").split("|")][:-1] for line in md.splitlines() if line.startswith("|")]
+
+
+@pytest.fixture(scope="module")
+def reference(image_set, tmp_path_factory):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_benchmark(image_set, TINY, attacks=ATTACKS, out=tmp_path_factory.mktemp("ref") / "run",
+                             seed=3, **KW)
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_complete_run(reference, image_set):
+    res = reference
+    rows = res.rows
+    assert len(rows) == 2 * 10  # 10 listed images x (bp, surfree)
+    assert len({(r["attack"], r["image"]) for r in rows}) == len(rows)
+    errors = [r for r in rows if r["error"]]
+    assert sorted({r["image"] for r in errors}) == ["broken.png", "missing.png"] and len(errors) == 4
+    assert any("no such file" in r["error"] for r in errors)
+    ok = [r for r in rows if not r["error"]]
+    mis = [r for r in ok if r["prediction"] != r["label"]]
+    assert sorted({r["image"] for r in mis}) == ["img2.png", "img5.png"]
+    assert all(r["success"] and r["distortion"] == 0 and r["gradients"] == 0 for r in mis)
+    bp = [r for r in ok if r["attack"] == "bp" and r not in mis]
+    sf = [r for r in ok if r["attack"] == "surfree" and r not in mis]
+    assert any(r["success"] for r in bp) and any(r["success"] for r in sf)
+    for r in bp:  # white box: attack + quantization gradients, within budget + 1
+        assert 1 <= r["gradients"] <= KW["steps"] + 1 and r["queries"] == 0
+        assert r["success"] == (r["adv_label"] != r["label"])
+        if r["success"]:
+            assert r["distortion"] > 0
+    for r in sf:
+        assert 0 < r["queries"] <= KW["queries"] and r["gradients"] == 0
+    # the report: Table 6.2 with the tiny model, html, csv exports
+    assert res.report.html.is_file() and res.report.html.stat().st_size > 1000
+    html = res.report.html.read_text()
+    assert TINY in html and "data:image/png;base64" in html
+    cells = table_without_time(res.markdown)
+    assert cells[2][0] == TINY
+    assert float(cells[2][1]) == pytest.approx(res.params_millions[TINY], abs=0.005)
+    params = sum(p.numel() for p in models.load_model(TINY, device="cpu").parameters())
+    assert res.params_millions[TINY] == pytest.approx(params / 1e6)
+    assert float(cells[2][2]) == pytest.approx(100 * 6 / 8, abs=0.05)  # eta(0): 6 of 8 readable images
+    with open(res.results_csv, newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert (res.run_dir / "settings.json").is_file() and (res.run_dir / "summary.json").is_file()
+    # measurements are those of the PNG: the gallery example's adversarial file gives the same numbers
+    ex = [r for r in ok if r["extra"].get("example")]
+    assert ex
+    r = ex[0]
+    folder = res.run_dir / "examples" / TINY / r["attack"]
+    x0 = read_image(folder / f"{r['extra']['example']}_orig.png").float()
+    xa = read_image(folder / f"{r['extra']['example']}_adv.png").float()
+    d = float(((xa - x0).pow(2).mean()).sqrt())
+    assert d == pytest.approx(r["distortion"], rel=1e-5)
+    model = models.load_model(TINY, device="cpu")
+    assert int(model.predict(xa[None])) == r["adv_label"] != r["label"]
+
+
+def test_rerun_reuses_rows_and_refuses_without_resume(reference, image_set):
+    with pytest.raises(RunExistsError, match="resume"):
+        run_benchmark(image_set, TINY, attacks=ATTACKS, out=reference.run_dir, seed=3, **KW)
+    again = run_benchmark(image_set, TINY, attacks=ATTACKS, out=reference.run_dir, seed=3, resume=True, **KW)
+    # only the two unreadable images are retried; every measured row is reused
+    assert again.computed == 4
+    assert comparable(again.rows) == comparable(reference.rows)
+    con = sqlite3.connect(reference.run_dir / "results.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM results").fetchone()[0] == len(reference.rows)
+    con.close()
+
+
+def test_same_seed_same_rows(reference, image_set, tmp_path, one_thread):
+    again = run_benchmark(image_set, TINY, attacks="surfree", out=tmp_path / "a", seed=3, **KW)
+    assert comparable(again.rows) == comparable([r for r in reference.rows if r["attack"] == "surfree"])
+    other = run_benchmark(image_set, TINY, attacks="surfree", out=tmp_path / "b", seed=4, **KW)
+    dist = lambda rows: [r["distortion"] for r in rows if not r["error"]]  # noqa: E731
+    assert dist(other.rows) != dist(again.rows)
+
+
+SUBPROCESS = textwrap.dedent("""
+    import sys, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    import test_bench_runner as t
+    t.register_tiny(delay=0.004)
+    from advimage.bench import run_benchmark
+    run_benchmark({images!r}, t.TINY, attacks=t.ATTACKS, out={out!r}, seed=3, **t.KW)
+    print("FINISHED")
+""")
+
+
+def _committed(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(db, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sigkill_then_resume_equals_uninterrupted(reference, image_set, tmp_path, one_thread):
+    out = tmp_path / "killed"
+    code = SUBPROCESS.format(tests=str(Path(__file__).parent), images=str(image_set), out=str(out))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    total = len(reference.rows)
+    db = out / "results.sqlite"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and _committed(db) < 8:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stdout.read().decode()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    n_killed = _committed(db)
+    assert 8 <= n_killed < total
+    # resume with the same model (without the delay): continues, never duplicates
+    resumed = run_benchmark(image_set, TINY, attacks=ATTACKS, out=out, seed=3, resume=True, **KW)
+    assert resumed.computed < total
+    assert comparable(resumed.rows) == comparable(reference.rows)
+    assert _committed(db) == total
+    assert table_without_time(resumed.markdown) == table_without_time(reference.markdown)
+    assert resumed.report.html.is_file()
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="advimage")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench_cli.add_parser(sub)
+    return bench_cli.run(parser.parse_args(argv))
+
+
+def test_unknown_names_refused_before_any_work(image_set, tmp_path, capsys):
+    before = BUILDS["n"]
+    with pytest.raises(models.UnknownModelError, match="registered models: .*efficientnet_lite0"):
+        run_benchmark(image_set, f"{TINY},nope", out=tmp_path / "a", progress=False)
+    from advimage.attacks import UnknownAttackError
+    with pytest.raises(UnknownAttackError, match="valid attacks: .*bp"):
+        run_benchmark(image_set, TINY, attacks="bp,nope", out=tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError):
+        run_benchmark(image_set, TINY, attacks="bp:x", out=tmp_path / "c", progress=False)
+    assert BUILDS["n"] == before  # no model was built
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    for argv, valid in ((["bench", str(image_set), "--models", "nope", "--out", str(tmp_path / "d")],
+                         "efficientnet_lite0"),
+                        (["bench", str(image_set), "--models", TINY, "--compare-attacks", "bp,nope",
+                          "--out", str(tmp_path / "d")], "surfree")):
+        with pytest.raises(SystemExit) as e:
+            _cli(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "nope" in err and valid in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_compare_attacks(image_set, tmp_path, capsys, one_thread):
+    out = tmp_path / "cmp"
+    code = _cli(["bench", str(image_set), "--models", TINY, "--compare-attacks", "fgsm:8,bp", "--steps", "10",
+                 "--limit", "5", "--batch-size", "4", "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"| {TINY} |" in printed and "report.html" in printed
+    html = (out / "report" / "report.html").read_text()
+    assert "All attacks on" in html and (out / "report" / "compare" / f"{TINY}.png").is_file()
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["attack"] for r in rows} == {"fgsm:8", "bp"} and len(rows) == 10
+    fg = [r for r in rows if r["attack"] == "fgsm:8" and not r["error"] and r["prediction"] == r["label"]]
+    assert fg and all(int(r["gradients"]) <= 8 + 1 for r in fg)
+
+
+def test_helpers():
+    x = torch.randint(0, 256, (3, 3, 5, 7), dtype=torch.uint8)
+    dec, data = png_roundtrip(x)
+    assert torch.equal(dec, x) and all(d.startswith(b"\x89PNG") for d in data)
+    assert parse_attack("cw:1000") == ("cw", 1000) and parse_attack("bp") == ("bp", None)
+    with pytest.raises(ConfigError):
+        parse_attack("cw:0")
+    assert batch_seed(0, "m", "bp", 1) == batch_seed(0, "m", "bp", 1) != batch_seed(0, "m", "bp", 2)
