@@ -1,5 +1,7 @@
 """Reading odd images, refusing bad ones, writing PNGs, the model's crop."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,9 @@ def test_png_roundtrip_is_exact(tmp_path):
     path = write_png(tmp_path / "sub" / "x.png", x)
     assert torch.equal(read_image(path), x)
     assert not list((tmp_path / "sub").glob("*.part"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_writing_non_integer_pixels_is_refused(tmp_path):

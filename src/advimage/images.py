@@ -84,6 +84,9 @@ def _atomic_save(path: Path, save) -> Path:
     os.close(fd)
     try:
         save(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a written image gets the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
