@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     qt.add_argument("--batch-size", type=int, default=16)
     qt.add_argument("--device", default=None)
     qt.add_argument("--out", default="runs/quant-table")
+    from .experiments import jpeg_defense, jpeg_table
+    jpeg_table.add_parser(exp_sub)
+    jpeg_defense.add_parser(exp_sub)
     from .bench import cli as bench_cli
     bench_cli.add_parser(sub)
     sub.add_parser("models", help="list registered models")
@@ -126,6 +129,8 @@ def _run(args, items, out: Path) -> int:
 
 
 def _experiment(args) -> int:
+    if getattr(args, "experiment_main", None) is not None:
+        return args.experiment_main(args)
     if args.experiment == "quant-table":
         from .experiments import quantization_table
         summary = quantization_table.run(args.images, Path(args.out), args.model, args.attack, args.steps, args.df,

@@ -2,4 +2,6 @@
 
 EXPERIMENTS = {
     "quant-table": "advimage.experiments.quantization_table",
+    "jpeg-table": "advimage.experiments.jpeg_table",
+    "jpeg-defense": "advimage.experiments.jpeg_defense",
 }

@@ -1,0 +1,237 @@
+"""Table 7.2: JPEG compression as a defense (reformer) against our quantized adversarial images.
+
+Sources of adversarial images, per original x0:
+
+* ``spatial``: BP best-effort + spatial smart quantization, a PNG (or taken from a folder of
+  ``<stem>.png``, e.g. the ``smart/`` folder of the ``quant-table`` experiment);
+* ``jpeg<q>``: the §7.4.1 JPEG protocol at quality q (plain JPEG if it fools the model, else
+  BP on the plain JPEG + JPEG smart quantization), a .jpg (or taken from a ``jpeg-table``
+  output folder, ``q<q>/ours/<stem>.jpg``).
+
+Each file is decoded (Pillow) and classified by the model behind a JPEG reformer
+(:class:`~advimage.defenses.jpeg.JpegDefense`, no gradient needed) at every defense quality q',
+and without defense. The originals x0 are passed through the same defenses for reference
+(row ``none``). Reported: accuracy of the defended model over all images (Table 7.2) and the
+fraction of correctly classified originals whose file is still adversarial behind the defense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..attacks import get as get_attack
+from ..data import discover
+from ..defenses.jpeg import JpegDefense
+from ..distortion import distortion
+from ..images import read_image, write_png
+from ..models import load_model
+from ..quantize import quantize
+from .jpeg_table import jpeg_adversarials, load_batch, plain_jpegs
+
+
+@dataclass
+class Row:
+    """One adversarial file (or original, source ``none``) and its verdict behind each defense."""
+
+    image: str
+    label: int
+    correct: bool                 # the spatial original is classified correctly
+    source: str                   # "none", "spatial" or "jpeg<q>"
+    file: str
+    distortion: float             # eq. 6.2 against the spatial original
+    fooled: dict[str, bool] = field(default_factory=dict)  # defense ("none", "jpeg<q'>") -> model fooled
+
+
+@torch.no_grad()
+def defended_predictions(model: nn.Module, x: Tensor, defense_qualities: tuple[int, ...]) -> dict[str, Tensor]:
+    """Predicted classes (N,) of ``model`` without defense and behind JPEG at each quality."""
+    out = {"none": model.predict(x)}
+    for q in defense_qualities:
+        defended = JpegDefense(model, quality=q, backward="none")
+        out[f"jpeg{q}"] = torch.cat([defended(x[i:i + 16]).argmax(1) for i in range(0, len(x), 16)])
+    return out
+
+
+def spatial_adversarials(model: nn.Module, x0: Tensor, y: Tensor, paths: list[Path], *, attack: str = "bp",
+                         steps: int = 100, df: float = 1) -> list[Path]:
+    """Attack x0 (uint8 (N, 3, H, W)) and write the spatially smart-quantized PNGs at ``paths``."""
+    res = get_attack(attack)(model, x0.float(), y, steps=steps)
+    q = quantize(model, x0, res.x_adv, y, df=df)
+    return [write_png(p, img.cpu()) for p, img in zip(paths, q.x_q)]
+
+
+def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", attack: str = "bp", steps: int = 100,
+        qualities: tuple[int, ...] = (90, 75), defense_qualities: tuple[int, ...] = (100, 90, 75, 60), df: float = 1,
+        limit: int | None = 24, batch_size: int = 8, device: str | None = None, from_table: Path | None = None,
+        spatial_from: Path | None = None, progress: bool = True) -> dict:
+    """Run the experiment; write ``rows.json``, ``summary.json``, ``table.md`` under ``out``.
+
+    from_table: a ``jpeg-table`` output folder whose ``q<q>/ours/<stem>.jpg`` are reused
+    (missing files are recomputed under ``out/q<q>/``). spatial_from: a folder of ``<stem>.png``
+    spatial adversarials to reuse (missing ones are recomputed under ``out/spatial/``).
+    """
+    from rich.progress import Progress
+
+    out = Path(out)
+    model = load_model(model_name, device=device)
+    items = discover(images)
+    items = items[:limit] if limit else items
+    out.mkdir(parents=True, exist_ok=True)
+    sources = ["none", "spatial"] + [f"jpeg{q}" for q in qualities]
+    rows: list[Row] = []
+    t_start = time.perf_counter()
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("jpeg-defense", total=len(items))
+        for b in range(0, len(items), batch_size):
+            batch = load_batch(items[b:b + batch_size], model.config)
+            if not batch:
+                continue
+            stems = [it.stem for it, _ in batch]
+            x0 = torch.stack([t for _, t in batch]).to(model.device)
+            y = torch.tensor([it.label if it.label is not None else -1 for it, _ in batch], device=model.device)
+            if bool((y < 0).any()):
+                y = torch.where(y < 0, model.predict(x0.float()), y)
+            correct = model.predict(x0.float()) == y
+            files: dict[str, list[Path | None]] = {"none": [None] * len(batch)}
+            # spatial PNGs: reuse, else attack + spatial smart quantization
+            paths = [spatial_from / f"{s}.png" if spatial_from else None for s in stems]
+            missing = [j for j, p in enumerate(paths) if p is None or not p.is_file()]
+            if missing:
+                idx = torch.tensor(missing, device=model.device)
+                targets = [out / "spatial" / f"{stems[j]}.png" for j in missing]
+                new = spatial_adversarials(model, x0[idx], y[idx], targets, attack=attack, steps=steps, df=df)
+                for j, p in zip(missing, new):
+                    paths[j] = p
+            files["spatial"] = paths
+            # JPEG files: reuse the jpeg-table's, else the §7.4.1 protocol
+            for q in qualities:
+                paths = [from_table / f"q{q}" / "ours" / f"{s}.jpg" if from_table else None for s in stems]
+                missing = [j for j, p in enumerate(paths) if p is None or not p.is_file()]
+                if missing:
+                    idx = torch.tensor(missing, device=model.device)
+                    folder = out / f"q{q}"
+                    plain = plain_jpegs(x0[idx], q, [folder / "plain" / f"{stems[j]}.jpg" for j in missing])
+                    adv = jpeg_adversarials(model, x0[idx], y[idx], q, [folder / f"{stems[j]}.jpg" for j in missing],
+                                            plain_paths=plain, attack=attack, steps=steps, df=df)
+                    for j, p in zip(missing, adv.paths):
+                        paths[j] = p
+                files[f"jpeg{q}"] = paths
+            for source in sources:
+                if source == "none":
+                    x = x0.float()
+                else:
+                    x = torch.stack([read_image(p) for p in files[source]]).to(model.device).float()
+                preds = defended_predictions(model, x, defense_qualities)
+                d = distortion(x, x0)
+                for j, s in enumerate(stems):
+                    rows.append(Row(
+                        image=batch[j][0].path.name, label=int(y[j]), correct=bool(correct[j]), source=source,
+                        file=str(files[source][j]) if files[source][j] is not None else "", distortion=float(d[j]),
+                        fooled={k: bool(v[j] != y[j]) for k, v in preds.items()},
+                    ))
+            bar.update(task, advance=len(batch))
+    summary = summarize(rows, sources, ["none"] + [f"jpeg{q}" for q in defense_qualities])
+    summary.update(model=model_name, attack=attack, steps=steps, df=df, qualities=list(qualities),
+                   defense_qualities=list(defense_qualities), images=len({r.image for r in rows}),
+                   from_table=str(from_table) if from_table else None,
+                   spatial_from=str(spatial_from) if spatial_from else None,
+                   seconds=time.perf_counter() - t_start)
+    (out / "rows.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "table.md").write_text(markdown(summary))
+    return summary
+
+
+def summarize(rows: list[Row], sources: list[str], defenses: list[str]) -> dict:
+    """Per source and defense: ``accuracy`` (all images) and ``still_adversarial`` (correct originals)."""
+    out: dict = {"sources": sources, "defenses": defenses, "accuracy": {}, "still_adversarial": {},
+                 "mean_distortion": {}}
+    for src in sources:
+        rs = [r for r in rows if r.source == src]
+        correct = [r for r in rs if r.correct]
+        n = max(1, len(rs))
+        out["accuracy"][src] = {d: sum(not r.fooled[d] for r in rs) / n for d in defenses}
+        out["still_adversarial"][src] = {d: sum(r.fooled[d] for r in correct) / max(1, len(correct))
+                                         for d in defenses}
+        out["mean_distortion"][src] = sum(r.distortion for r in rs) / n
+    rs = [r for r in rows if r.source == sources[0]]
+    out["n"], out["n_correct"] = len(rs), sum(r.correct for r in rs)
+    return out
+
+
+def markdown(s: dict) -> str:
+    """Table 7.2 (accuracy of the defended model, %) and the still-adversarial fractions."""
+    defs, names = s["defenses"], {"none": "None"}
+    head = [names.get(d, d.upper()) for d in defs]
+    label = {"none": "None (originals)", "spatial": "Spatial (PNG)"}
+    lines = [f"{s['model']}, {s['images']} images ({s['n_correct']} correctly classified); "
+             f"{s['attack']} best-effort {s['steps']} gradients + smart quantization (df={s['df']:g})", "",
+             "Accuracy (%) of the model behind a JPEG reformer (Table 7.2):", "",
+             "| attack | " + " | ".join(head) + " | mean dist. |", "|---|" + "---|" * (len(defs) + 1)]
+    for src in s["sources"]:
+        cells = [f"{100 * s['accuracy'][src][d]:.1f}" for d in defs]
+        lines.append(f"| {label.get(src, src.upper())} | " + " | ".join(cells) +
+                     f" | {s['mean_distortion'][src]:.2f} |")
+    lines += ["", "Still adversarial (%) behind the defense, over correctly classified originals:", "",
+              "| attack | " + " | ".join(head) + " |", "|---|" + "---|" * len(defs)]
+    for src in s["sources"]:
+        if src == "none":
+            continue
+        cells = [f"{100 * s['still_adversarial'][src][d]:.1f}" for d in defs]
+        lines.append(f"| {label.get(src, src.upper())} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _qualities(value: str) -> tuple[int, ...]:
+    from .jpeg_table import _qualities as parse
+    return parse(value)
+
+
+def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
+    """Add ``jpeg-defense`` to ``advimage experiment``'s subparsers; returns the parser."""
+    from ..cli import _df
+
+    p = experiment_subparsers.add_parser("jpeg-defense", help="Table 7.2: JPEG compression as a defense against "
+                                         "spatially and JPEG-quantized adversarial images")
+    p.add_argument("images", nargs="+", help="image set (folder with labels.csv, ImageFolder, <wnid>_* files)")
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--attack", default="bp")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--qualities", type=_qualities, default=(90, 75),
+                   help="qualities of the JPEG adversarial images, comma-separated")
+    p.add_argument("--defense-qualities", type=_qualities, default=(100, 90, 75, 60),
+                   help="qualities of the JPEG reformer, comma-separated")
+    p.add_argument("--df", type=_df, default=1.0)
+    p.add_argument("--from-table", type=Path, default=None,
+                   help="reuse a jpeg-table output folder's q<Q>/ours/<stem>.jpg files")
+    p.add_argument("--spatial-from", type=Path, default=None,
+                   help="reuse a folder of <stem>.png spatial adversarials (e.g. quant-table's smart/)")
+    p.add_argument("--limit", type=int, default=24)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="runs/jpeg-defense")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(experiment_main=main)
+    return p
+
+
+def main(args) -> int:
+    """Entry point for parsed ``advimage experiment jpeg-defense`` arguments."""
+    from ..attacks import names as attack_names
+
+    if args.attack not in attack_names():
+        raise SystemExit(f"advimage: unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
+    if args.steps < 1:
+        raise SystemExit("advimage: --steps must be >= 1")
+    summary = run(args.images, Path(args.out), args.model, args.attack, args.steps, args.qualities,
+                  args.defense_qualities, args.df, args.limit, args.batch_size, args.device,
+                  from_table=args.from_table, spatial_from=args.spatial_from, progress=not args.quiet)
+    print(markdown(summary))
+    return 0
