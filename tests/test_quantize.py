@@ -128,3 +128,19 @@ def test_shape_mismatch_and_bad_df_are_refused(attacked):
         quantize(model, x, res.x_adv[:, :, :8], y)
     with pytest.raises(ValueError, match="df"):
         quantize(model, x, res.x_adv, y, df=1.5)
+
+
+def test_sample_within_a_hair_of_the_boundary_is_still_quantized():
+    """λ_c is tiny when x0 nearly touches the boundary; 100 λ_c would not move a single pixel."""
+    from conftest import BinaryLinear
+
+    model = BinaryLinear()
+    x = torch.full((1, 3, 8, 8), 128.0)
+    model.b.data = -(x.flatten(1) @ model.w)[0] + 1e-4  # logit 1e-4: class 1, barely
+    y = model(x).argmax(1)
+    res = get("bp")(model, x, y, steps=20)
+    assert res.success.all() and res.distortion[0] < 1e-3
+    q = quantize(model, x, res.x_adv, y, df=1)
+    assert q.success.all()
+    assert (model(q.x_q.float()).argmax(1) != y).all()
+    assert q.distortion[0] <= math.sqrt(2 / x[0].numel()) + 1e-6  # at most two pixels moved by one level

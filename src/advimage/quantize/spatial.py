@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks.base import LossOracle, batch_view
+from ..attacks.search import BracketSearch
 from ..distortion import distortion
 
 
@@ -77,14 +78,14 @@ def _as_pixels(x: Tensor, scale: float) -> Tensor:
 @torch.no_grad()
 def quantize(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, df: float = 1,
              targeted: bool = False, steps: int = 10, scale: float = 1.0,
-             lam_range: tuple[float, float] = (0.01, 100.0)) -> QuantizeResult:
+             grow: float = 10.0) -> QuantizeResult:
     """Quantize adversarial samples to 8-bit images that stay adversarial (§7.2).
 
     x0: (N, 3, H, W) original integer pixels (uint8 or float); x_adv: float adversarial samples,
     in [0, 255] or in [0, 1] with ``scale=255`` (e.g. foolbox, torchattacks, ART outputs); y: (N,)
     labels (targets if ``targeted``). df: degree of freedom (0 = rounding, 1, 2, ..., inf).
-    steps: forward passes in all (default 10): one checks x0, the others run the line search on λ
-    in [lam_range[0] λ_c, lam_range[1] λ_c]; plus one gradient at x_a.
+    steps: forward passes in all (default 10): one checks x0, the others search λ around λ_c
+    (eq. 7.16), moving by factors of ``grow`` until bracketed, then bisecting; plus one gradient at x_a.
     Where x0 is already adversarial, x0 is returned. Where no λ works, ``success`` is False and the
     image returned is the one of the largest λ tried (still admissible).
     """
@@ -117,22 +118,23 @@ def quantize(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, df: floa
     lc = lambda_c(loss, grad, u)
     # a non-positive λ_c (x_a not adversarial, or a degenerate gradient) still gets searched
     lc = torch.where(lc > 0, lc, lc.abs().clamp_min(1e-12))
-    log_lo = torch.log(lc * lam_range[0])
-    log_hi = torch.log(lc * lam_range[1])
+    # Line search around λ_c (§7.2.2): lower λ after a success, raise it after a failure, by a
+    # factor `grow` until both outcomes are seen, then bisect in log λ. The thesis's interval
+    # [0.01 λ_c, 100 λ_c] is reached in two moves; it is not a hard limit, because a sample
+    # within a hair of the boundary (λ_c tiny) may need more than 100 λ_c to move one pixel.
+    search = BracketSearch(lc, grow=grow)
     best_lam = torch.full((n,), float("nan"), device=x0.device)
-    x_best = quantize_at(x0, grad, low, high, lc * lam_range[1])
+    x_best = quantize_at(x0, grad, low, high, lc * grow ** 2)
     found = torch.zeros(n, dtype=torch.bool, device=x0.device)
-    # line search in log λ: start at λ_c (the middle), lower on success, raise on failure
     for _ in range(steps - 1):
-        lam = torch.exp((log_lo + log_hi) / 2)
+        lam = search.value
         xq = quantize_at(x0, grad, low, high, lam)
         ok = oracle.success(oracle.logits(xq))
         better = ok & ~(lam >= best_lam)  # nan-safe: best_lam is nan until found
         best_lam = torch.where(better, lam, best_lam)
         x_best = torch.where(batch_view(better), xq, x_best)
         found |= ok
-        log_hi = torch.where(ok, torch.log(lam), log_hi)
-        log_lo = torch.where(ok, log_lo, torch.log(lam))
+        search.update(ok)
     x_best = torch.where(batch_view(start_adv), x0, x_best)
     best_lam = torch.where(start_adv, torch.zeros_like(best_lam), best_lam)
     return _result(x_best, x0, found | start_adv, best_lam, oracle)
