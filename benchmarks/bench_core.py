@@ -146,6 +146,7 @@ def main() -> None:
     rounded = png_roundtrip(x_bp)
     methods["advimage_bp_round"] = {
         "median_float_distortion": methods["advimage_bp_smart"]["median_float_distortion"],
+        "float_success": methods["advimage_bp_smart"]["float_success"],
         "png_success": float((model.predict(rounded) != y).float().mean()),
         "ms_per_image": 1000 * t_bp / n,
     }
