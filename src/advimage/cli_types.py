@@ -26,3 +26,14 @@ def positive_int(value: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
+
+
+def quality_list(value: str) -> tuple[int, ...]:
+    """Comma-separated JPEG quality factors, each in 1..100."""
+    try:
+        qs = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"qualities must be comma-separated integers, got {value!r}") from None
+    if not qs or any(not 1 <= q <= 100 for q in qs):
+        raise argparse.ArgumentTypeError(f"qualities must be in 1..100, got {value!r}")
+    return qs

@@ -189,14 +189,10 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _qualities(value: str) -> tuple[int, ...]:
-    from .jpeg_table import _qualities as parse
-    return parse(value)
-
-
 def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
     """Add ``jpeg-defense`` to ``advimage experiment``'s subparsers; returns the parser."""
-    from ..cli import _df
+    from ..cli_types import df_value as _df
+    from ..cli_types import quality_list as _qualities
 
     p = experiment_subparsers.add_parser("jpeg-defense", help="Table 7.2: JPEG compression as a defense against "
                                          "spatially and JPEG-quantized adversarial images")

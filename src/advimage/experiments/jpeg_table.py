@@ -308,19 +308,10 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _qualities(value: str) -> tuple[int, ...]:
-    try:
-        qs = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"qualities must be comma-separated integers, got {value!r}") from None
-    if not qs or any(not 1 <= q <= 100 for q in qs):
-        raise argparse.ArgumentTypeError(f"qualities must be in 1..100, got {value!r}")
-    return qs
-
-
 def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
     """Add ``jpeg-table`` to ``advimage experiment``'s subparsers; returns the parser."""
-    from ..cli import _df
+    from ..cli_types import df_value as _df
+    from ..cli_types import quality_list as _qualities
 
     p = experiment_subparsers.add_parser("jpeg-table", help="Table 7.1 JPEG columns: plain JPEG vs PGD2 BPDA vs "
                                          "BP + JPEG smart quantization")
