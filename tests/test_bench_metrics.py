@@ -17,6 +17,8 @@ from advimage.bench.metrics import (
     success_at,
     summarize,
     summarize_rows,
+    unquantized_curve_from_rows,
+    unquantized_curves,
 )
 
 
@@ -150,3 +152,49 @@ def test_summary_fields_and_rows():
     assert s.robust_accuracy_at(1) == pytest.approx(0.5)
     assert 0 < s.r2 <= 1 and s.d_half_fit == pytest.approx(math.log(2) / s.lam)
     assert s.to_dict()["success_at"]["0.5"] == pytest.approx(2 / 6)
+
+
+def _white_rows(floats, images, quantizer="smart"):
+    """Store-like rows of one white-box job: (float distortion, float success) and image distortion."""
+    rows = []
+    for i, ((fd, fs), d) in enumerate(zip(floats, images)):
+        rows.append(dict(model="m", attack="bp", quantizer=quantizer, image=f"i{i}", label=1, prediction=1,
+                         distortion=d, success=d is not None, seconds=1.0, error=None,
+                         extra={"attack_distortion": fd, "attack_success": fs}))
+    return rows
+
+
+def test_unquantized_curve_is_the_float_output():
+    floats = [(0.05, True), (0.1, True), (0.2, True), (0.3, False)]
+    images = [0.2, 0.3, 0.5, None]
+    rows = _white_rows(floats, images)
+    rows.append(dict(model="m", attack="bp", quantizer="smart", image="mis", label=1, prediction=3,
+                     distortion=0.0, success=True, seconds=0.0, error=None, extra={"misclassified": True}))
+    rows.append(dict(model="m", attack="bp", quantizer="smart", image="err", label=1, prediction=1,
+                     error="unreadable", extra={}))
+    u = unquantized_curve_from_rows(rows)
+    ref = operating_curve([0.05, 0.1, 0.2, 0.3, 0.0], [True, True, True, False, True],
+                          [False, False, False, False, True])
+    np.testing.assert_allclose(u.d, ref.d)
+    np.testing.assert_allclose(u.p, ref.p)
+    # the summary fits both; Table 6.2's d1/2 stays the one of the images
+    (s, c), = summarize_rows(rows)
+    np.testing.assert_allclose(c.d, [0.0, 0.2, 0.3, 0.5])
+    assert s.d_half_fit == pytest.approx(fit_exponential(c).d_half)
+    assert s.d_half_unquantized == pytest.approx(fit_exponential(ref).d_half)
+    assert s.r2_unquantized == pytest.approx(fit_exponential(ref).r2)
+    assert s.d_half_unquantized < s.d_half_fit
+    assert set(unquantized_curves(rows)) == {("m", "bp", "smart")}
+
+
+def test_unquantized_curve_undefined():
+    rows = _white_rows([(0.1, True), (0.2, True)], [0.2, 0.3])
+    assert unquantized_curve_from_rows(_white_rows([(0.1, True)], [0.2], quantizer="none")) is None
+    del rows[1]["extra"]["attack_distortion"]  # rows written by something else
+    assert unquantized_curve_from_rows(rows) is None
+    assert unquantized_curve_from_rows([dict(rows[0], error="boom")]) is None
+    # a float success without a valid distortion gives no reference curve instead of raising
+    assert unquantized_curve_from_rows(_white_rows([(float("nan"), True)], [0.2])) is None
+    (s, _), = summarize_rows(rows)
+    assert math.isnan(s.d_half_unquantized) and math.isnan(s.r2_unquantized)
+    assert unquantized_curves(rows) == {}

@@ -194,3 +194,23 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert sizes.count("640x420") == 3 and sizes.count("32x24") == 4
     assert attrs["table-rows"] == "2" and attrs["table-cols"] == "7" and int(attrs["table-height"]) > 40
     assert attrs["first-cell"] == "resnet50"
+
+
+def test_unquantized_reference_curve(tmp_path):
+    """The attack's floats are drawn for reference and listed, never used by Table 6.2."""
+    rng = np.random.default_rng(5)
+    floats = rng.exponential(0.1, 50)
+    c_img = operating_curve(floats * 1.7, np.ones(50, bool))
+    c_float = operating_curve(floats, np.ones(50, bool))
+    s = summarize(c_img, model="m", attack="bp", quantizer="smart", unquantized=c_float)
+    files = write_report(tmp_path, [s], {s.key: c_img}, [], unquantized={s.key: c_float})
+    svg = files.curves[("m", "bp")][1].read_text()
+    assert "bp before quantization (floats)" in svg and svg.count("d½=") == 2
+    assert s.d_half_unquantized < s.d_half_fit
+    (row,) = table_rows([s])
+    assert row.d_half_white == s.d_half_fit
+    with open(files.summaries_csv, newline="") as f:
+        (det,) = list(csv.DictReader(f))
+    assert float(det["d_half_unquantized"]) == pytest.approx(s.d_half_unquantized)
+    assert float(det["r2_unquantized"]) == pytest.approx(s.r2_unquantized)
+    assert "of floats before quantization" in files.html.read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import signal
 import sqlite3
@@ -160,6 +161,9 @@ def test_complete_run(reference, image_set):
     with open(res.results_csv, newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     assert (res.run_dir / "settings.json").is_file() and (res.run_dir / "summary.json").is_file()
+    # the white-box summary also fits the attack's floats (reference only); black box has none
+    by_attack = {s.attack: s for s in res.summaries}
+    assert by_attack["bp"].d_half_unquantized > 0 and math.isnan(by_attack["surfree"].d_half_unquantized)
     # measurements are those of the PNG: the gallery example's adversarial file gives the same numbers
     ex = [r for r in ok if r["extra"].get("example")]
     assert ex

@@ -127,6 +127,35 @@ def curve_from_rows(rows: Iterable[Mapping[str, Any]], *,
     return operating_curve(d, s, m, grid=grid)
 
 
+def unquantized_curve_from_rows(rows: Iterable[Mapping[str, Any]]) -> OperatingCurve | None:
+    """Operating curve of a white-box attack's float output, before quantization (thesis Fig. 6.1).
+
+    Uses ``extra["attack_distortion"]`` and ``extra["attack_success"]`` of the attacked rows
+    (misclassified originals count at 0 as usual). These floats are not images: the curve only
+    shows what quantization costs, it is never a robustness figure. None for rows that were not
+    quantized (``quantizer`` empty or ``"none"``, e.g. black-box attacks whose queries are
+    already integer images), when an attacked row lacks the extras, or when every row is an error.
+    """
+    rs = [r for r in rows if not r.get("error")]
+    if not rs or any((r.get("quantizer") or "none") == "none" for r in rs):
+        return None
+    d, s, m = [], [], []
+    for r in rs:
+        mis = (r.get("prediction") is not None and r.get("label") is not None
+               and int(r["prediction"]) != int(r["label"]))
+        extra = r.get("extra") or {}
+        if not mis and ("attack_distortion" not in extra or "attack_success" not in extra):
+            return None
+        dist = None if mis else extra["attack_distortion"]
+        d.append(np.nan if dist is None else float(dist))
+        s.append(dist is not None and bool(extra["attack_success"]))
+        m.append(mis)
+    try:
+        return operating_curve(d, s, m)
+    except ValueError:  # a success without a valid distortion: no reference curve
+        return None
+
+
 @dataclass(frozen=True)
 class ExponentialFit:
     """Least-squares fit of eq. (6.4) to a curve: ``eta(d) = eta0 exp(-lam d)``.
@@ -228,6 +257,8 @@ class RobustnessSummary:
     crossing of eta(0)/2. success_at: {budget: P(budget)}. n_images: images in the curve;
     n_fooled / n_failed: correctly classified originals the attack fooled / did not.
     seconds_per_image: mean attack time or None. note: why a value is undefined, else "".
+    d_half_unquantized, r2_unquantized: the same fit on the attack's float output before
+    quantization (:func:`unquantized_curve_from_rows`), for reference only; nan when unknown.
     """
 
     model: str
@@ -245,6 +276,8 @@ class RobustnessSummary:
     n_errors: int = 0
     seconds_per_image: float | None = None
     note: str = ""
+    d_half_unquantized: float = float("nan")
+    r2_unquantized: float = float("nan")
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -262,27 +295,36 @@ class RobustnessSummary:
         return out
 
 
-def summarize(curve: OperatingCurve, *, model: str = "", attack: str = "", quantizer: str = "",
-              budgets: Sequence[float] = DEFAULT_BUDGETS, seconds_per_image: float | None = None,
-              n_errors: int = 0) -> RobustnessSummary:
-    """Summary of one curve; never raises for degenerate curves (see ``note``)."""
-    e = curve.effective
-    note = ""
+def _safe_fit(curve: OperatingCurve) -> tuple[float, float, float, str]:
+    """(lam, d_half, r2, note) of :func:`fit_exponential`, with the degenerate cases spelled out."""
     try:
         fit = fit_exponential(curve)
-        lam, d_half, r2 = fit.lam, fit.d_half, fit.r2
     except ValueError as err:
-        note = str(err)
-        lam, r2 = float("nan"), float("nan")
-        d_half = float("nan") if curve.accuracy <= 0 else float("inf")
-        if curve.accuracy > 0:
-            lam = 0.0
+        ok = curve.accuracy > 0
+        return (0.0 if ok else float("nan")), (float("inf") if ok else float("nan")), float("nan"), str(err)
+    return fit.lam, fit.d_half, fit.r2, ""
+
+
+def summarize(curve: OperatingCurve, *, model: str = "", attack: str = "", quantizer: str = "",
+              budgets: Sequence[float] = DEFAULT_BUDGETS, seconds_per_image: float | None = None,
+              n_errors: int = 0, unquantized: OperatingCurve | None = None) -> RobustnessSummary:
+    """Summary of one curve; never raises for degenerate curves (see ``note``).
+
+    unquantized: the curve of the attack's float output (see :func:`unquantized_curve_from_rows`),
+        fitted for the ``*_unquantized`` fields.
+    """
+    e = curve.effective
+    lam, d_half, r2, note = _safe_fit(curve)
+    d_half_u, r2_u = float("nan"), float("nan")
+    if unquantized is not None:
+        _, d_half_u, r2_u, _ = _safe_fit(unquantized)
     return RobustnessSummary(
         model=model, attack=attack, quantizer=quantizer, n_images=curve.n_images,
         accuracy=curve.accuracy, lam=lam, d_half_fit=d_half, r2=r2,
         d_half_empirical=empirical_half_distortion(curve), success_at=success_at(curve, budgets),
         n_fooled=int(np.sum(np.isfinite(e) & (e > 0))), n_failed=int(np.sum(np.isinf(e))),
-        n_errors=n_errors, seconds_per_image=seconds_per_image, note=note)
+        n_errors=n_errors, seconds_per_image=seconds_per_image, note=note,
+        d_half_unquantized=d_half_u, r2_unquantized=r2_u)
 
 
 def summarize_rows(rows: Iterable[Mapping[str, Any]], *,
@@ -292,14 +334,11 @@ def summarize_rows(rows: Iterable[Mapping[str, Any]], *,
 
     Rows with an ``error`` are excluded from the curve and counted in ``n_errors``; seconds
     per image is the mean of the ``seconds`` column over the other rows. Groups that only
-    hold errors are skipped. Order: first appearance.
+    hold errors are skipped. Order: first appearance. White-box groups whose rows carry the
+    attack's float output also get the ``*_unquantized`` fields.
     """
-    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((str(r["model"]), str(r["attack"]), str(r.get("quantizer") or "")),
-                          []).append(r)
     out = []
-    for (model, attack, quantizer), rs in groups.items():
+    for (model, attack, quantizer), rs in group_rows(rows).items():
         ok = [r for r in rs if not r.get("error")]
         if not ok:
             continue
@@ -307,5 +346,25 @@ def summarize_rows(rows: Iterable[Mapping[str, Any]], *,
         curve = curve_from_rows(ok)
         out.append((summarize(curve, model=model, attack=attack, quantizer=quantizer,
                               budgets=budgets, n_errors=len(rs) - len(ok),
-                              seconds_per_image=float(np.mean(secs)) if secs else None), curve))
+                              seconds_per_image=float(np.mean(secs)) if secs else None,
+                              unquantized=unquantized_curve_from_rows(ok)), curve))
+    return out
+
+
+def group_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], list[Mapping[str, Any]]]:
+    """Store rows grouped by (model, attack, quantizer), groups in order of first appearance."""
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["model"]), str(r["attack"]), str(r.get("quantizer") or "")),
+                          []).append(r)
+    return groups
+
+
+def unquantized_curves(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], OperatingCurve]:
+    """``{(model, attack, quantizer): curve}`` of :func:`unquantized_curve_from_rows` where defined."""
+    out = {}
+    for key, rs in group_rows(rows).items():
+        c = unquantized_curve_from_rows(rs)
+        if c is not None:
+            out[key] = c
     return out

@@ -153,7 +153,8 @@ def write_table(rows: Sequence[ModelRow], out_dir: str | os.PathLike) -> tuple[P
 
 
 SUMMARY_FIELDS = ("model", "attack", "quantizer", "n_images", "accuracy", "lam", "d_half_fit", "r2",
-                  "d_half_empirical", "n_fooled", "n_failed", "n_errors", "seconds_per_image", "note")
+                  "d_half_empirical", "n_fooled", "n_failed", "n_errors", "seconds_per_image", "note",
+                  "d_half_unquantized", "r2_unquantized")
 
 
 def write_summaries_csv(summaries: Sequence[RobustnessSummary], path: str | os.PathLike) -> Path:
@@ -171,14 +172,16 @@ def write_summaries_csv(summaries: Sequence[RobustnessSummary], path: str | os.P
 
 # -- curves ------------------------------------------------------------------------------
 def plot_curves(entries: Sequence[tuple[RobustnessSummary, OperatingCurve]], path_stem: str | os.PathLike,
-                *, title: str = "") -> tuple[Path, Path]:
+                *, title: str = "", unquantized: Mapping[tuple[str, str, str], OperatingCurve] | None = None
+                ) -> tuple[Path, Path]:
     """Operating curves P(d), one line per entry (e.g. the quantizers of one model and attack).
 
     Saved as PNG and SVG.
 
     Each measured curve is a step line; the fitted exponential ``1 - eta0 exp(-lam d)`` is
     dashed in the same colour and d_1/2 is marked where P = 1 - eta0/2. The right axis reads
-    the accuracy eta = 1 - P. Returns (png, svg) paths.
+    the accuracy eta = 1 - P. unquantized: ``{summary.key: curve}`` of the attacks' float
+    outputs, drawn thin and grey for reference (what quantization costs). Returns (png, svg).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -200,6 +203,13 @@ def plot_curves(entries: Sequence[tuple[RobustnessSummary, OperatingCurve]], pat
             y = 1 - s.accuracy / 2
             ax.plot([s.d_half_fit, s.d_half_fit], [0, y], ":", color=color, lw=1.0)
             ax.plot([s.d_half_fit], [y], "o", color=color, ms=5)
+        u = (unquantized or {}).get(s.key)
+        if u is not None:
+            du = np.append(u.d, x_max) if u.d[-1] < x_max else u.d
+            pu = np.append(u.p, u.p[-1]) if u.d[-1] < x_max else u.p
+            ax.step(du, pu, where="post", color="0.55", lw=1.0, alpha=0.9 if len(entries) == 1 else 0.5,
+                    label=f"{s.attack} before quantization (floats): "
+                          f"d½={_d(s.d_half_unquantized)}, R²={_num(s.r2_unquantized, '.3f')}")
     ax.set_xlim(0, x_max)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("distortion d (eq. 6.2, pixel units)")
@@ -373,7 +383,8 @@ def write_report(run_dir: str | os.PathLike, summaries: Sequence[RobustnessSumma
                  gallery: Sequence[GalleryItem | tuple[str, ImageSource]] = (), *,
                  params_millions: Mapping[str, float] | None = None,
                  black_box_attacks: Collection[str] = (), title: str = "advimage robustness report",
-                 out_dir: str | os.PathLike | None = None) -> ReportFiles:
+                 out_dir: str | os.PathLike | None = None,
+                 unquantized: Mapping[tuple[str, str, str], OperatingCurve] | None = None) -> ReportFiles:
     """Write the report of a run; returns the paths written.
 
     run_dir: the run directory; files go to ``out_dir`` (default ``run_dir/report``).
@@ -381,6 +392,8 @@ def write_report(run_dir: str | os.PathLike, summaries: Sequence[RobustnessSumma
     gallery: :class:`GalleryItem` or ``(title, image)`` pairs (PNG/JPEG bytes or path).
     params_millions: ``{model: parameters in millions}`` for Table 6.2.
     black_box_attacks: names of the black-box attacks; all others count as white box.
+    unquantized: ``{summary.key: curve}`` of white-box attacks' float outputs, overlaid on
+    their plots for reference (Table 6.2 only ever uses the images).
     """
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -393,7 +406,8 @@ def write_report(run_dir: str | os.PathLike, summaries: Sequence[RobustnessSumma
         if s.key in curves:
             groups.setdefault((s.model, s.attack), []).append((s, curves[s.key]))
     used: set[str] = set()
-    plots = {(m, a): plot_curves(ent, out / "curves" / _slug(f"{m}__{a}", used), title=f"{m} — {a}")
+    plots = {(m, a): plot_curves(ent, out / "curves" / _slug(f"{m}__{a}", used), title=f"{m} — {a}",
+                                 unquantized=unquantized)
              for (m, a), ent in groups.items()}
 
     parts = [f"<h1>{html.escape(title)}</h1>",
@@ -405,11 +419,13 @@ def write_report(run_dir: str | os.PathLike, summaries: Sequence[RobustnessSumma
              _html_table("summary", TABLE_HEADER, (_table_cells(r) for r in rows))]
     budgets = sorted({b for s in summaries for b in s.success_at})
     detail_head = ("Model", "Attack", "Quantizer", "Images", "η(0) %", "λ", "d½ fit", "R²", "d½ empirical",
-                   *(f"P({b:g})" for b in budgets), "fooled", "failed", "errors", "s/image", "note")
+                   *(f"P({b:g})" for b in budgets), "fooled", "failed", "errors", "s/image",
+                   "d½ / R² of floats before quantization", "note")
     detail = ([s.model, s.attack, s.quantizer, str(s.n_images), _num(100 * s.accuracy, ".1f"),
                _num(s.lam, ".3g"), _d(s.d_half_fit), _num(s.r2, ".3f"), _d(s.d_half_empirical),
                *(_num(s.success_at.get(b), ".3f") for b in budgets), str(s.n_fooled), str(s.n_failed),
-               str(s.n_errors), _num(s.seconds_per_image, ".3g"), s.note] for s in summaries)
+               str(s.n_errors), _num(s.seconds_per_image, ".3g"),
+               f"{_d(s.d_half_unquantized)} / {_num(s.r2_unquantized, '.3f')}", s.note] for s in summaries)
     parts += ['<h2>Per attack</h2><div class="scroll">',
               _html_table("detail", detail_head, detail, numeric_from=3), "</div>"]
     if plots:

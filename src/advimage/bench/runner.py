@@ -54,7 +54,7 @@ from ..images import ImageReadError, load_for_model
 from ..models import PixelClassifier, UnknownModelError, load_model
 from ..models import names as model_names
 from ..quantize import quantize
-from .metrics import OperatingCurve, RobustnessSummary, summarize_rows
+from .metrics import OperatingCurve, RobustnessSummary, summarize_rows, unquantized_curves
 from .report import GalleryItem, ModelRow, ReportFiles, example_item, plot_curves, table_rows, write_report
 from .store import COLUMNS, DB_NAME, ResultStore
 
@@ -581,6 +581,7 @@ def _finish(run_dir: Path, jobs: list[Job], rows: list[dict[str, Any]], params: 
                 gallery.append((f"All attacks on {m} (Fig. 6.1 style)", png))
     gallery += _gallery(run_dir, jobs, rows, class_names)
     files = write_report(run_dir, summaries, curves, gallery, params_millions=params, black_box_attacks=black,
+                         unquantized=unquantized_curves(rows),
                          title=title or f"advimage robustness report ({n_images} images)")
     results_csv = write_rows_csv(rows, run_dir / "results.csv")
     table = table_rows(summaries, black_box_attacks=black, params_millions=params)
