@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from advimage.attacks import get
 from advimage.distortion import distortion
-from advimage.quantize import admissible_bounds, lambda_c, quantize, quantize_at, round_pixels
+from advimage.quantize import admissible_bounds, lambda_c, quantize_at, round_pixels
+from advimage.quantize import quantize_spatial as quantize
 
 DFS = [0, 1, 2, 3, 5]
 
@@ -74,7 +75,13 @@ def test_lambda_c_cancels_the_linearized_loss():
     loss = torch.tensor([-0.5, 0.2, 1.0])
     lc = lambda_c(loss, grad, u)
     q = -lc.view(-1, 1, 1, 1) * grad / 2 - u
-    assert torch.allclose(loss + (q * grad).flatten(1).sum(1), torch.zeros(3), atol=1e-4)
+    raw = 2 * (loss - (u * grad).flatten(1).sum(1)) / grad.flatten(1).pow(2).sum(1)
+    pos = raw > 0
+    assert pos.any() and (~pos).any()
+    assert torch.allclose((loss + (q * grad).flatten(1).sum(1))[pos], torch.zeros(int(pos.sum())), atol=1e-4)
+    # where eq. 7.16 is not positive, the scale of a step as long as the perturbation is used
+    fallback = 2 * u.flatten(1).norm(dim=1) / grad.flatten(1).norm(dim=1)
+    assert torch.allclose(lc[~pos], fallback[~pos])
 
 
 @pytest.fixture
@@ -89,20 +96,20 @@ def test_smart_quantization_keeps_images_adversarial_where_rounding_fails(attack
     model, x, y, res = attacked
     rounded_fools = model(round_pixels(res.x_adv).float()).argmax(1) != y
     q = quantize(model, x, res.x_adv, y, df=1)
-    assert q.x_q.dtype == torch.uint8
-    pred = model(q.x_q.float()).argmax(1)
+    assert q.pixels.dtype == torch.uint8
+    pred = model(q.pixels.float()).argmax(1)
     assert ((pred != y) == q.success).all()
     assert q.success.all() and not rounded_fools.all()
     assert (q.distortion <= 1.6 * res.distortion).all()
     assert (q.forwards <= 10).all() and (q.gradients == 1).all()
-    assert ((q.x_q.float() - res.x_adv).abs() <= 1.0 + 1e-4).all()
+    assert ((q.pixels.float() - res.x_adv).abs() <= 1.0 + 1e-4).all()
 
 
 def test_quantize_accepts_unit_range_outputs_of_other_libraries(attacked):
     model, x, y, res = attacked
     q255 = quantize(model, x, res.x_adv, y)
     q1 = quantize(model, (x / 255), res.x_adv / 255, y, scale=255)
-    assert torch.equal(q1.x_q, q255.x_q)
+    assert torch.equal(q1.pixels, q255.pixels)
     with pytest.raises(ValueError, match="scale=255"):
         quantize(model, x, res.x_adv / 255, y)
 
@@ -112,7 +119,7 @@ def test_already_misclassified_original_is_returned_unchanged(attacked):
     wrong = (y + 1) % 10
     q = quantize(model, x, res.x_adv, wrong)
     assert q.success.all()
-    assert torch.equal(q.x_q.float(), x)
+    assert torch.equal(q.pixels.float(), x)
 
 
 def test_failure_is_reported(attacked):
@@ -142,5 +149,5 @@ def test_sample_within_a_hair_of_the_boundary_is_still_quantized():
     assert res.success.all() and res.distortion[0] < 1e-3
     q = quantize(model, x, res.x_adv, y, df=1)
     assert q.success.all()
-    assert (model(q.x_q.float()).argmax(1) != y).all()
+    assert (model(q.pixels.float()).argmax(1) != y).all()
     assert q.distortion[0] <= math.sqrt(2 / x[0].numel()) + 1e-6  # at most two pixels moved by one level

@@ -16,7 +16,8 @@ from advimage.distortion import distortion
 from advimage.jpeg.io import decode, write_coefficients
 from advimage.jpeg.transform import apply_j, decode_like_libjpeg, to_dct
 from advimage.losses import adversarial_loss, is_adversarial
-from advimage.quantize.jpeg import (JpegQuantizeResult, admissible_bounds, critical_lambda, lambda_grid,
+from advimage.quantize.base import critical_lambda
+from advimage.quantize.jpeg import (JpegQuantizeResult, admissible_bounds, lambda_grid,
                                     quantize_jpeg)
 
 N, SIZE, CLASSES = 12, 24, 4
@@ -191,7 +192,7 @@ def test_file_verdict_wins(setup, monkeypatch):
     """If the in-graph decoder disagreed with the file, the file's pixels are re-queried (1 forward)."""
     import importlib
 
-    qj = importlib.import_module("advimage.quantize.jpeg")  # advimage.quantize is also a function name
+    qj = importlib.import_module("advimage.quantize.jpeg")
 
     model, x0, x_adv, y = setup
     honest = quantize_jpeg(model, x0, x_adv, y, quality=90)

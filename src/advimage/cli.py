@@ -1,172 +1,283 @@
-"""Command line: ``advimage demo | attack | models | attacks``."""
+"""Command line: ``advimage demo | attack | bench | experiment | models | attacks | quantizers``.
+
+Exit status: 0 when every input was read (whether or not each attack succeeded), 1 when some
+inputs could not be read (their rows say why; the others are done), 2 for bad options.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from .cli_types import df_value as _df
+from .cli_types import positive_int as _positive
+
+EXAMPLES = """examples:
+  advimage attack photo.jpg                         # native size, label = the model's own prediction
+  advimage attack imagenet-sample/ --limit 20 --out runs/a
+  advimage attack photo.jpg --quantize jpeg --quality 90
+  advimage attack photo.jpg --size model            # attack the 224x224 crop (thesis Scenario A)
+  advimage attack photo.jpg --target 285 --json
+"""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the examples' line breaks."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (torch and seeded attacks)")
+    p.add_argument("--offline", action="store_true", help="never try the network for timm:/torchvision: weights")
 
 
 def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
+    from .quantize import names as quantizer_names
+
     p.add_argument("--model", default="efficientnet_lite0", help="registered model, or timm:<name> / torchvision:<name>")
     p.add_argument("--weights", default=None, help="weight file for the model (safetensors or torch state dict)")
     p.add_argument("--attack", default="bp", help="attack name (see `advimage attacks`)")
-    p.add_argument("--steps", type=int, default=steps, help="gradient budget per image (queries for black-box attacks)")
-    p.add_argument("--quantize", default="smart", choices=["smart", "round", "none", "jpeg"],
-                   help="smart: §7.2 quantization to PNG; jpeg: §7.3 DCT-domain quantization to .jpg; "
-                        "round: plain rounding to PNG; none: keep floats (.npy)")
+    p.add_argument("--steps", type=_positive, default=steps,
+                   help="budget per image: gradients of attack + quantizer (white box), queries (black box)")
+    p.add_argument("--quantize", default="smart", choices=quantizer_names(),
+                   help="smart: §7.2 to PNG; jpeg: §7.3 DCT-domain to .jpg; round: plain rounding; none: floats (.npy)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality factor for --quantize jpeg (1-100)")
     p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization (0, 1, 2, ..., inf)")
     p.add_argument("--target", type=int, default=None, help="target class index (targeted attack)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--size", default="native", choices=["native", "model"],
+                   help="native: attack and write the file at its own size through the model's resize (Ch. 9, "
+                        "Scenario B); model: attack the resized centre crop (Scenario A)")
+    p.add_argument("--victim", default="pil", choices=["pil", "float"],
+                   help="native size: the resize the attack goes through: pil = Pillow's 8-bit resize (timm's and "
+                        "torchvision's default eval transforms), float = torchvision's float resize. Files are "
+                        "verified through both")
+    p.add_argument("--downscaler", default=None,
+                   help="native size: another resize method (nearest, bilinear, bicubic, area, bilag, bilg, "
+                        "torch-bicubic, pil-bicubic, ...)")
+    p.add_argument("--batch-size", type=_positive, default=8, help="images attacked together")
     p.add_argument("--no-figures", action="store_true", help="skip the original|adversarial|perturbation pictures")
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="advimage", description="Adversarial examples as real images.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="advimage", description="Adversarial examples as real images.",
+                                     formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"advimage {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="attack scikit-image's photos with EfficientNet-Lite0 and verify the PNGs")
+    demo = sub.add_parser("demo", help="attack scikit-image's photos with EfficientNet-Lite0 and verify the files",
+                          formatter_class=_Formatter)
     demo.add_argument("--out", default="advimage-demo", help="output folder")
     _add_attack_options(demo)
-    att = sub.add_parser("attack", help="attack image files or image sets and write verified adversarial images")
+    att = sub.add_parser("attack", help="attack image files or image sets and write verified adversarial images",
+                         formatter_class=_Formatter, epilog=EXAMPLES)
     att.add_argument("paths", nargs="+", help="image files, folders with labels.csv, ImageFolder trees")
     att.add_argument("--out", default="advimage-out", help="output folder")
-    att.add_argument("--limit", type=int, default=None, help="attack only the first N images")
+    att.add_argument("--limit", type=_positive, default=None, help="attack only the first N images")
     _add_attack_options(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
-    qt = exp_sub.add_parser("quant-table", help="Table 7.1 first columns: floats vs PNG rounding vs PNG smart")
-    qt.add_argument("images", nargs="+", help="image set (folder with labels.csv, ImageFolder, <wnid>_* files)")
-    qt.add_argument("--model", default="efficientnet_lite0")
-    qt.add_argument("--attack", default="bp")
-    qt.add_argument("--steps", type=int, default=100)
-    qt.add_argument("--df", type=_df, default=1.0)
-    qt.add_argument("--limit", type=int, default=100)
-    qt.add_argument("--batch-size", type=int, default=16)
-    qt.add_argument("--device", default=None)
-    qt.add_argument("--out", default="runs/quant-table")
-    from .experiments import jpeg_defense, jpeg_table
+    from .experiments import jpeg_defense, jpeg_table, quantization_table
+    quantization_table.add_parser(exp_sub)
     jpeg_table.add_parser(exp_sub)
     jpeg_defense.add_parser(exp_sub)
     from .bench import cli as bench_cli
     bench_cli.add_parser(sub)
     sub.add_parser("models", help="list registered models")
-    sub.add_parser("attacks", help="list attacks")
+    sub.add_parser("attacks", help="list attacks (white/black box, budget unit)")
+    sub.add_parser("quantizers", help="list quantizers")
     return parser
+
+
+def fail(msg: str, code: int = 2) -> None:
+    """One clear line on stderr, then exit."""
+    print(f"advimage: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def check_device(device: str | None) -> str:
+    """The device to use, refused in one line if torch cannot use it."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        fail(f"bad --device {device!r}: use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        fail(f"--device {device}: only cpu and cuda are supported")
+    return device
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """An output folder that exists or can be made, and is writable; refused before any work."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        fail(f"--out {path}: exists and is not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        fail(f"--out {path}: {probe} is not writable")
+    return path
+
+
+def setup_torch(args) -> None:
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    if getattr(args, "offline", False):
+        os.environ["ADVIMAGE_OFFLINE"] = "1"
 
 
 def _validate(args) -> None:
     from .attacks import names as attack_names
 
     if args.attack not in attack_names():
-        raise SystemExit(f"advimage: unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
-    if args.steps < 1:
-        raise SystemExit("advimage: --steps must be >= 1")
+        fail(f"unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
     if not 1 <= args.quality <= 100:
-        raise SystemExit("advimage: --quality must be in [1, 100]")
+        fail("--quality must be in [1, 100]")
     if args.target is not None and not 0 <= args.target < 1000:
-        raise SystemExit("advimage: --target must be a class index in [0, 1000)")
+        fail("--target must be a class index in [0, 1000)")
+    if args.downscaler is not None:
+        from .resize import RESIZE_METHODS
+        if args.downscaler not in RESIZE_METHODS:
+            fail(f"unknown --downscaler {args.downscaler!r}; valid: {', '.join(RESIZE_METHODS)}")
 
 
-def _load_model(args):
+def load_model_or_exit(name: str, weights: str | None, device: str | None):
     from .models import UnknownModelError, WeightsError, load_model
 
-    kwargs = {"weights": args.weights} if args.weights else {}
+    kwargs = {"weights": weights} if weights else {}
     try:
-        return load_model(args.model, device=args.device, **kwargs)
+        return load_model(name, device=device, **kwargs)
     except (UnknownModelError, WeightsError) as exc:
-        raise SystemExit(f"advimage: {exc}") from None
+        fail(str(exc))
 
 
-def print_table(outcomes, title: str) -> None:
-    from rich.console import Console
+STATUS_TEXT = {"fooled": "[green]yes", "failed": "[red]no", "misclassified": "[yellow]already misclassified",
+               "error": "[red]error"}
+
+
+def print_table(rows, title: str, console=None) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("file", "original → adversarial", "d", "PSNR", "grads", "verified"):
-        table.add_column(col, justify="right" if col in ("d", "PSNR", "grads") else "left")
-    for o in outcomes:
-        if o.error:
-            table.add_row(Path(o.file).name, f"[red]error: {o.error}", "", "", "", "[red]no")
+    for col in ("file", "size", "original → adversarial", "d", "d model", "PSNR", "grads", "verified"):
+        table.add_column(col, justify="right" if col in ("d", "d model", "PSNR", "grads", "size") else "left")
+    for r in rows:
+        name = Path(r.output).name if r.output else Path(r.file).name
+        if r.status == "error":
+            table.add_row(name, "", f"[red]{r.error}", "", "", "", "", STATUS_TEXT["error"])
             continue
-        table.add_row(
-            Path(o.output).name, f"{o.label_name} ({o.label}) → {o.adversarial_name} ({o.adversarial_label})",
-            f"{o.distortion:.3f}", f"{o.psnr:.1f}", str(o.gradients), "[green]yes" if o.verified else "[red]no",
-        )
-    Console().print(table)
+        goal = f" (target {r.target})" if r.target is not None else ""
+        change = f"{r.label_name} ({r.label}) → {r.adversarial_name} ({r.adversarial_label}){goal}"
+        paths = ", ".join(f"{p} {'✓' if v else '✗'}" for p, v in r.verified_paths.items() if v is not None)
+        verdict = STATUS_TEXT[r.status] + (f" [dim]({paths})" if paths and r.status != "misclassified" else "")
+        fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        table.add_row(name, f"{r.width}×{r.height}", change, fmt(r.distortion, ".3f"), fmt(r.distortion_model, ".3f"),
+                      fmt(r.psnr, ".1f") if r.psnr is not None else ("∞" if r.distortion == 0 else ""),
+                      str(r.gradients), verdict)
+    from .progress import stdout_console
+
+    (console or stdout_console()).print(table)
+
+
+def summary_line(rows, elapsed: float, out: Path) -> str:
+    ok = [r for r in rows if r.status != "error"]
+    fooled = sum(r.status == "fooled" for r in ok)
+    mis = sum(r.status == "misclassified" for r in ok)
+    parts = [f"{fooled}/{len(ok)} files written and verified adversarial"]
+    if mis:
+        parts.append(f"{mis} already misclassified (not attacked)")
+    failed = sum(r.status == "failed" for r in ok)
+    if failed:
+        parts.append(f"{failed} failed (no file)")
+    errors = len(rows) - len(ok)
+    if errors:
+        parts.append(f"{errors} unreadable")
+    return "; ".join(parts) + f"; {elapsed:.1f} s; rows in {out}/results.json"
 
 
 def _run(args, items, out: Path) -> int:
-    from .pipeline import attack_files
+    from .engine import Settings, attack_files
+    from .progress import stderr_console
 
-    model = _load_model(args)
+    try:
+        settings = Settings(attack=args.attack, steps=args.steps, quantizers=(args.quantize,), df=args.df,
+                            quality=args.quality, target=args.target, size=args.size, victim=args.victim,
+                            downscaler=args.downscaler, seed=args.seed)
+    except (ValueError, TypeError) as exc:
+        fail(str(exc))
+    model = load_model_or_exit(args.model, args.weights, args.device)
     t0 = time.perf_counter()
-    outcomes = attack_files(
-        model, items, out, batch_size=args.batch_size, progress=not (args.quiet or args.json), attack=args.attack,
-        steps=args.steps, quantizer=args.quantize, df=args.df, quality=args.quality, target=args.target,
-        figures=not args.no_figures,
-    )
+    rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
+                        progress=not (args.quiet or args.json), figures=not args.no_figures,
+                        console=stderr_console())
     elapsed = time.perf_counter() - t0
-    rows = [o.to_dict() for o in outcomes]
+    data = [r.to_dict() for r in rows]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    (out / "results.json").write_text(json.dumps(data, indent=2))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(data, indent=2))
     else:
-        ok = [o for o in outcomes if o.error is None]
-        print_table(outcomes, f"{args.attack} ({args.steps} steps) + {args.quantize} quantization on {model.config.name}")
-        n_ver = sum(o.verified for o in ok)
-        print(f"{n_ver}/{len(ok)} written files verified adversarial; {len(outcomes) - len(ok)} unreadable; "
-              f"{elapsed:.1f} s; results in {out}/results.json")
-    return 0
-
-
-def _experiment(args) -> int:
-    if getattr(args, "experiment_main", None) is not None:
-        return args.experiment_main(args)
-    if args.experiment == "quant-table":
-        from .experiments import quantization_table
-        summary = quantization_table.run(args.images, Path(args.out), args.model, args.attack, args.steps, args.df,
-                                         args.limit, args.batch_size, args.device)
-        print(quantization_table.markdown(summary))
-        return 0
-    raise SystemExit(f"advimage: unknown experiment {args.experiment!r}")
+        where = "native size" if args.size == "native" else f"{model.config.input_size}px"
+        print_table(rows, f"{args.attack} ({args.steps} steps) + {args.quantize} on {model.config.name}, {where}")
+        print(summary_line(rows, elapsed, out))
+    return 1 if any(r.status == "error" for r in rows) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_torch(args)
     if args.command == "models":
         from .models import names
         print("\n".join(names()) + "\n(also timm:<name> and torchvision:<name> with local weights)")
         return 0
     if args.command == "attacks":
-        from .attacks import names
-        print("\n".join(names()))
+        from .attacks import names, spec
+        for n in names():
+            s = spec(n)
+            print(f"{n:8s} {'black' if s.black_box else 'white'} box, --steps counts {s.budget}: {s.reference}")
+        return 0
+    if args.command == "quantizers":
+        from .quantize import names, spec
+        for n in names():
+            print(f"{n:6s} {spec(n).suffix:5s} {spec(n).description}")
         return 0
     if args.command == "experiment":
-        return _experiment(args)
+        return args.experiment_main(args)
     if args.command == "bench":
         from .bench import cli as bench_cli
         return bench_cli.run(args)
     _validate(args)
+    args.device = check_device(args.device)
+    out = check_out_dir(args.out)
     from .data import DataError, ImageItem, discover
 
-    out = Path(args.out)
     if args.command == "demo":
         from .samples import write_samples
         items = [ImageItem(p) for p in write_samples(out / "originals")]
     else:
         try:
-            items = discover(args.paths)
+            items = discover(args.paths, missing_ok=True)
         except (DataError, OSError) as exc:
-            raise SystemExit(f"advimage: {exc}") from None
+            fail(str(exc))
         if args.limit:
             items = items[: args.limit]
     return _run(args, items, out)

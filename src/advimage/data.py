@@ -62,12 +62,20 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
-def discover(paths: list[str | Path]) -> list[ImageItem]:
-    """All images under ``paths`` with labels where the set provides them, in a stable order."""
+def discover(paths: list[str | Path], missing_ok: bool = False) -> list[ImageItem]:
+    """All images under ``paths`` with labels where the set provides them, in a stable order.
+
+    missing_ok: a path that does not exist becomes an item anyway (reading it later gives an
+    error row) instead of raising, unless no path exists at all.
+    """
     items: list[ImageItem] = []
+    if missing_ok and not any(Path(p).exists() for p in paths):
+        missing_ok = False  # nothing to attack at all: say so now
     for raw in paths:
         p = Path(raw)
-        if p.is_file():
+        if missing_ok and not p.exists():
+            items.append(ImageItem(p, _label_from_wnid(p.name)))
+        elif p.is_file():
             items.append(ImageItem(p, _label_from_wnid(p.name)))
         elif p.is_dir():
             if (p / "labels.csv").is_file():

@@ -8,8 +8,6 @@ raise :class:`ImageReadError` with the path and the reason.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -78,26 +76,14 @@ def read_image(path: str | Path) -> Tensor:
     return pil_to_tensor(read_pil(path))
 
 
-def _atomic_save(path: Path, save) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        save(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a written image gets the usual mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def write_png(path: str | Path, x: Tensor) -> Path:
     """Write uint8 pixels (3, H, W) as a PNG, atomically (no half-written file on interruption)."""
-    img = tensor_to_pil(x)
-    return _atomic_save(Path(path), lambda tmp: img.save(tmp, format="PNG"))
+    from .codec import encode_png, write_atomic
+
+    if x.dtype != torch.uint8:
+        tensor_to_pil(x)  # refuses non-integral pixels with a clear message
+        x = x.clamp(0, 255).to(torch.uint8)
+    return write_atomic(path, encode_png(x.cpu()))
 
 
 _FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,

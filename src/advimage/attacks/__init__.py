@@ -2,7 +2,7 @@
 
 from . import bp, cw, ddn, fgsm, ifgsm, pgd  # noqa: F401  (register the attacks)
 from .base import AttackResult, BudgetExceeded, LossOracle
-from .registry import UnknownAttackError, get, names, register
+from .registry import AttackSpec, UnknownAttackError, get, names, register, spec
 
 try:  # optional attacks living in their own modules
     from . import surfree  # noqa: F401
@@ -13,4 +13,4 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-__all__ = ["AttackResult", "BudgetExceeded", "LossOracle", "UnknownAttackError", "get", "names", "register"]
+__all__ = ["AttackResult", "BudgetExceeded", "LossOracle", "UnknownAttackError", "AttackSpec", "get", "names", "register", "spec"]

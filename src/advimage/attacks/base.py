@@ -1,27 +1,21 @@
 """The attack contract: result dataclass and budget accounting.
 
 Every attack is a function ``run(model, x, y, *, steps, targeted=False, ...) -> AttackResult``
-with ``x`` float pixels in [0, 255] of shape (N, 3, H, W) and ``y`` (N,) long labels (the
-true class to move away from, or the target class when ``targeted``).
+with ``x`` float pixels in [0, 255] of shape (N, 3, H, W) and ``y`` either (N,) long labels (the
+true class to move away from, or the target class when ``targeted``) or a
+:class:`~advimage.criteria.Criterion`. Budgets are counted by :mod:`advimage.oracle`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from ..distortion import distortion
-from ..losses import adversarial_loss, is_adversarial
-
-
-LossFn = Callable[[Tensor, Tensor, bool], Tensor]
-
-
-class BudgetExceeded(RuntimeError):
-    """Raised when an attack asks for more gradients or queries than its budget."""
+from ..tensor_ops import batch_view, l2_normalize  # noqa: F401  (re-exported)
+from ..oracle import BudgetExceeded, LossFn, LossOracle  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -50,56 +44,6 @@ class AttackResult:
             self.queries = torch.zeros(n, dtype=torch.long, device=self.x_adv.device)
 
 
-class LossOracle:
-    """Wraps a model to evaluate ``L_adv`` and its gradient while counting passes.
-
-    Counting is per image: every image of the batch takes part in each pass. A pass that
-    would take an image over ``max_gradients`` raises :class:`BudgetExceeded`.
-    """
-
-    def __init__(self, model: nn.Module, y: Tensor, targeted: bool = False,
-                 max_gradients: int | None = None, max_forwards: int | None = None) -> None:
-        self.model = model
-        self.y = y
-        self.targeted = targeted
-        self.max_gradients = max_gradients
-        self.max_forwards = max_forwards
-        n = y.shape[0]
-        self.gradients = torch.zeros(n, dtype=torch.long, device=y.device)
-        self.forwards = torch.zeros(n, dtype=torch.long, device=y.device)
-
-    def _charge(self, counter: Tensor, limit: int | None, what: str, mask: Tensor | None) -> None:
-        inc = torch.ones_like(counter) if mask is None else mask.long()
-        if limit is not None and bool(((counter + inc) > limit).any()):
-            raise BudgetExceeded(f"attack asked for more than {limit} {what} per image")
-        counter += inc
-
-    def loss_and_grad(self, x: Tensor, loss_fn: LossFn = adversarial_loss) -> tuple[Tensor, Tensor, Tensor]:
-        """Loss (N,), its gradient w.r.t. x (N,3,H,W) and logits (N,C), at float pixels x.
-
-        loss_fn(logits, labels, targeted) -> (N,); default the margin loss L_adv (eq. 4.15).
-        """
-        self._charge(self.gradients, self.max_gradients, "gradients", None)
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = self.model(x)
-            loss = loss_fn(logits, self.y, self.targeted)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-        return loss.detach(), grad.detach(), logits.detach()
-
-    @torch.no_grad()
-    def logits(self, x: Tensor) -> Tensor:
-        """Logits (N, C) without gradient; counted as one forward pass."""
-        self._charge(self.forwards, self.max_forwards, "forward passes", None)
-        return self.model(x)
-
-    def success(self, logits: Tensor) -> Tensor:
-        return is_adversarial(logits, self.y, self.targeted)
-
-    def loss(self, logits: Tensor) -> Tensor:
-        return adversarial_loss(logits, self.y, self.targeted)
-
-
 class BestTracker:
     """Keeps, per image, the successful point of lowest distortion seen so far."""
 
@@ -125,27 +69,18 @@ class BestTracker:
         )
 
 
-def check_inputs(x: Tensor, y: Tensor) -> None:
-    """Validate the attack contract's inputs with clear messages."""
+def check_inputs(x: Tensor, y) -> None:
+    """Validate the attack contract's inputs with clear messages (y: labels (N,) or a criterion)."""
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"x must be (N, 3, H, W) pixels, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"x must be float pixels in [0, 255], got dtype {x.dtype}; use x.float()")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    n = y.shape[0] if isinstance(y, Tensor) and y.ndim == 1 else (len(y) if hasattr(y, "__len__") else None)
+    if n != x.shape[0]:
+        shape = tuple(y.shape) if isinstance(y, Tensor) else f"a criterion about {n} images"
+        raise ValueError(f"y must have shape ({x.shape[0]},), got {shape}")
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 255):
         raise ValueError("x must be pixels in [0, 255]; scale [0, 1] inputs by 255 first")
     if x.numel() > 1000 and float(x.max()) <= 1.0:
         import warnings
         warnings.warn("x looks like [0, 1] data; advimage expects pixels in [0, 255]", stacklevel=3)
-
-
-def batch_view(t: Tensor) -> Tensor:
-    """(N,) -> (N, 1, 1, 1) for broadcasting over images."""
-    return t.view(-1, 1, 1, 1)
-
-
-def l2_normalize(g: Tensor, eps: float = 1e-12) -> Tensor:
-    """Per-image unit-L2 direction of g (N, ...)."""
-    n = g.flatten(1).norm(dim=1).clamp_min(eps)
-    return g / n.view(-1, *[1] * (g.ndim - 1))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import AttackResult, BestTracker, LossOracle, batch_view, check_inputs, l2_normalize
+from ..criteria import label_criterion
 from .registry import register
 
 
@@ -31,7 +32,8 @@ def ddn(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 100, targeted: b
         seed: int = 0) -> AttackResult:
     """DDN with ``steps`` gradients. init_norm: initial ε in [0, 1] L2 units (x 255 here)."""
     check_inputs(x, y)
-    oracle = LossOracle(model, y, targeted, max_gradients=steps, max_forwards=1)
+    crit = label_criterion(y, targeted, "ddn")  # DDN descends the cross-entropy of class labels
+    oracle = LossOracle(model, crit, max_gradients=steps, max_forwards=1)
     best = BestTracker(x)
     eps = torch.full((x.shape[0],), init_norm * 255.0, device=x.device)
     worst = torch.maximum(x, 255 - x).flatten(1).norm(dim=1)

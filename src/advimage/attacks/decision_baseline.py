@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..distortion import distortion
 from .base import AttackResult, BudgetExceeded, check_inputs
+from ..criteria import label_criterion
 from .registry import register
 
 
@@ -62,7 +63,7 @@ class _CountingModel(nn.Module):
         return logits
 
 
-@register("hsj")
+@register("hsj", black_box=True, budget="queries")
 def hsj(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 5000, targeted: bool = False,
         seed: int = 0, batch_size: int | None = None, gradient_evals: int = 100,
         max_gradient_evals: int = 10_000, init_steps: int = 50, init_directions: int = 100,
@@ -84,7 +85,8 @@ def hsj(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 5000, targeted: 
     if not final_scales or min(final_scales) < 1.0:
         raise ValueError("final_scales must be a non-empty tuple of scales >= 1")
     n = x.shape[0]
-    y = y.to(x.device).long()
+    crit = label_criterion(y, targeted, "hsj")  # decision-based: needs class labels
+    y, targeted = crit.labels.to(x.device).long(), crit.targeted
     bs = max(n, 1) if batch_size is None else batch_size
     parts = []
     for s in range(0, n, bs):

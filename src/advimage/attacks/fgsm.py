@@ -14,7 +14,7 @@ from .registry import register
 from .search import BracketSearch
 
 
-@register("fgsm")
+@register("fgsm", budget="forwards")
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 30, targeted: bool = False,
          eps: float | None = None) -> AttackResult:
     """FGSM; ``eps`` fixes ε (pixels) and skips the search, else ``steps`` trials search it per image."""

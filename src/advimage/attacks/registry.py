@@ -1,16 +1,24 @@
-"""Attack registry: ``register``, ``get``, ``names``.
+"""Attack registry: ``register``, ``get``, ``spec``, ``names``.
 
 Every registered attack has the signature
-``run(model, x, y, *, steps, targeted=False, **params) -> AttackResult``.
+``run(model, x, y, *, steps, targeted=False, **params) -> AttackResult`` (``y``: labels or a
+criterion). Its registry entry (:class:`AttackSpec`) says whether it is white or black box, what
+``steps`` counts, whether it takes a ``seed``, and its default hyperparameters; the effective
+hyperparameters (:meth:`AttackSpec.settings`) identify stored results, so that a resumed run
+never reuses rows made with other settings.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from torch import Tensor, nn
 
 from .base import AttackResult
+
+BUDGET_UNITS = ("gradients", "queries", "forwards")
 
 
 class Attack(Protocol):
@@ -18,7 +26,35 @@ class Attack(Protocol):
                  **params) -> AttackResult: ...
 
 
-_ATTACKS: dict[str, Attack] = {}
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack.
+
+    black_box: only label queries (the result is integer-valued). budget: what ``steps``
+    counts per image ("gradients", "queries", or "forwards" for FGSM's ε trials after its one
+    gradient). seeded: takes a ``seed``. defaults: its keyword hyperparameters and defaults.
+    reference: the paper it implements.
+    """
+
+    name: str
+    run: Attack
+    black_box: bool = False
+    budget: str = "gradients"
+    seeded: bool = False
+    defaults: dict[str, Any] = field(default_factory=dict)
+    reference: str = ""
+
+    def settings(self, **params: Any) -> dict[str, Any]:
+        """Effective hyperparameters: the defaults overridden by ``params`` (unknown names refused)."""
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise TypeError(f"attack {self.name!r} has no parameter {', '.join(unknown)}; "
+                            f"valid: {', '.join(sorted(self.defaults)) or 'none'}")
+        out = {**self.defaults, **params}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(out.items())}
+
+
+_ATTACKS: dict[str, AttackSpec] = {}
 
 
 class UnknownAttackError(KeyError):
@@ -26,9 +62,24 @@ class UnknownAttackError(KeyError):
         return str(self.args[0])
 
 
-def register(name: str) -> Callable[[Attack], Attack]:
+def _defaults(fn: Callable) -> dict[str, Any]:
+    params = inspect.signature(fn).parameters
+    return {k: p.default for k, p in params.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("steps", "targeted", "seed")
+            and p.default is not inspect.Parameter.empty}
+
+
+def register(name: str, *, black_box: bool = False, budget: str = "gradients",
+             reference: str = "") -> Callable[[Attack], Attack]:
+    """Register ``fn`` under ``name`` (decorator); see :class:`AttackSpec` for the options."""
+    if budget not in BUDGET_UNITS:
+        raise ValueError(f"budget must be one of {BUDGET_UNITS}, got {budget!r}")
+
     def deco(fn: Attack) -> Attack:
-        _ATTACKS[name] = fn
+        seeded = "seed" in inspect.signature(fn).parameters
+        _ATTACKS[name] = AttackSpec(name, fn, black_box, budget, seeded, _defaults(fn),
+                                    reference or (fn.__module__ and (inspect.getmodule(fn).__doc__ or "")
+                                                  .strip().splitlines()[0]))
         return fn
     return deco
 
@@ -37,8 +88,14 @@ def names() -> list[str]:
     return sorted(_ATTACKS)
 
 
-def get(name: str) -> Attack:
+def spec(name: str) -> AttackSpec:
+    """The registry entry of ``name``; unknown names raise with the valid ones."""
     try:
         return _ATTACKS[name]
     except KeyError:
         raise UnknownAttackError(f"unknown attack {name!r}; valid attacks: {', '.join(names())}") from None
+
+
+def get(name: str) -> Attack:
+    """The attack function registered as ``name``."""
+    return spec(name).run

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from ..distortion import distortion
 from .base import AttackResult, BudgetExceeded, check_inputs
+from ..criteria import label_criterion
 from .registry import register
 
 # per-image phases of the state machine
@@ -417,7 +418,7 @@ class _SurFree:
         self.need_dir = self.need_dir & ~need
 
 
-@register("surfree")
+@register("surfree", black_box=True, budget="queries")
 def surfree(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 5000, targeted: bool = False,
             seed: int = 0, batch_size: int | None = None, theta_max: float = 30.0, rho: float = 0.98,
             T: int = 1, n_ortho: int = 10, bs_steps: int = 10, bs_gamma: float = 0.01,
@@ -450,7 +451,8 @@ def surfree(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 5000, target
         raise ValueError(f"x_init must have the shape of x {tuple(x.shape)}, got {tuple(x_init.shape)}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-    y = y.to(x.device).long()
+    crit = label_criterion(y, targeted, "surfree")  # decision-based: needs class labels
+    y, targeted = crit.labels.to(x.device).long(), crit.targeted
     gen = torch.Generator(device=x.device)
     gen.manual_seed(int(seed))
     n = x.shape[0]

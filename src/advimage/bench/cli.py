@@ -15,9 +15,14 @@ from ..cli_types import positive_int as _positive
 EXAMPLES = """examples:
   advimage bench val/ --models efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 --out runs/lite
   advimage bench val/ --models efficientnet_lite0 --limit 100 --out runs/lite --resume
+  advimage bench val/ --models efficientnet_lite0,efficientnet_lite0+jpeg:90 --attacks bp --quantize jpeg
   advimage bench val/ --compare-attacks fgsm:30,ifgsm,pgd,bp:50,cw:1000,ddn --models efficientnet_lite0 \\
       --out runs/fig6.1
 """
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the examples' line breaks."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Attack every image with every model (white box: attack + smart quantization; black box: "
                     "SurFree), verify on PNG-decoded pixels, store each batch (resumable), and write "
                     "OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES, formatter_class=_Formatter)
     p.add_argument("images", nargs="+", help="image set: folder with labels.csv, ImageFolder tree, files")
     p.add_argument("--models", default="efficientnet_lite0", help="comma-separated model names (see `advimage models`)")
     g = p.add_mutually_exclusive_group()
@@ -39,6 +44,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--steps", type=_positive, default=100, help="gradient budget per image of white-box attacks")
     p.add_argument("--queries", type=_positive, default=5000, help="query budget per image of black-box attacks")
     p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization (white box)")
+    from ..quantize import names as quantizer_names
+    p.add_argument("--quantize", default="smart", choices=quantizer_names(),
+                   help="quantizer of white-box outputs (black-box outputs are integers: PNG)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality for --quantize jpeg")
+    p.add_argument("--size", default="model", choices=["model", "native"],
+                   help="model: RoBIC's protocol, images resized to the model's input; native: files at their size")
+    p.add_argument("--victim", default="pil", choices=["pil", "float"], help="native size: the resize attacked")
     p.add_argument("--limit", type=_positive, default=None, help="only the first N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (torch and attacks)")
     p.add_argument("--batch-size", type=_positive, default=16, help="images per batch (and per commit)")
@@ -69,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
             args.images, args.models, attacks=attacks, steps=args.steps, queries=args.queries, df=args.df,
             limit=args.limit, seed=args.seed, batch_size=args.batch_size, device=args.device, out=args.out,
             resume=args.resume, compare=args.compare_attacks is not None, gallery=args.gallery,
-            progress=not args.quiet)
+            progress=not args.quiet, quantizer=args.quantize, quality=args.quality, size=args.size,
+            victim=args.victim)
     except (UnknownModelError, UnknownAttackError, ConfigError, DataError, RunExistsError, WeightsError) as exc:
         _refuse(str(exc))
     except KeyboardInterrupt:

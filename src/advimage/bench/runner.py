@@ -2,11 +2,15 @@
 
 For every (model, attack) of a benchmark and every image of the set:
 
-- white box (every attack not in :data:`BLACK_BOX_ATTACKS`): the attack in best-effort mode
-  with a gradient budget ``steps``, then smart quantization (§7.2, ``df`` = 1 by default);
+- everything goes through the engine (:func:`advimage.engine.run_batch`): this module is its
+  driver (store, examples, report) and :func:`worker_batch` the pure worker;
+- white box (attacks whose registry entry is not black box): the attack in best-effort mode
+  with a gradient budget ``steps`` shared with the quantizer (smart quantization, §7.2, ``df`` = 1,
+  by default; any registered quantizer with ``quantizer=``);
 - black box (SurFree): a label-query budget ``queries``; the attack already outputs integers;
-- either way the uint8 result is encoded to PNG and decoded back with Pillow, and success and
-  distortion (eq. 6.2) are measured on the decoded pixels (the file is the truth);
+- the file bytes are decoded back with Pillow, and success and distortion (eq. 6.2) are
+  measured on the decoded pixels (the file is the truth);
+- models may be defended classifiers (``efficientnet_lite0+jpeg:75``, see :mod:`advimage.models.specs`);
 - an original the model already misclassifies (prediction != label) is not attacked: it counts
   as fooled at distortion 0 (§6.2.4); an image without a label is labelled by the model itself;
 - a missing or corrupt image becomes an error row and the run goes on.
@@ -27,8 +31,7 @@ At the end: summaries (:func:`~advimage.bench.metrics.summarize_rows`), the repo
 from __future__ import annotations
 
 import csv
-import inspect
-import io
+import dataclasses
 import json
 import math
 import os
@@ -40,30 +43,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
-from torch import Tensor
 
 from ..attacks import UnknownAttackError
-from ..attacks import get as get_attack
 from ..attacks import names as attack_names
+from ..attacks import spec as attack_spec
+from ..codec import decode, encode_png, write_atomic
 from ..data import ImageItem, discover
-from ..distortion import distortion
-from ..images import ImageReadError, load_for_model
-from ..models import PixelClassifier, UnknownModelError, load_model
+from ..engine import Row, attacked_model, run_batch
+from ..engine import Settings as EngineSettings
+from ..images import ImageReadError, load_for_model, read_image
+from ..models import PixelClassifier, UnknownModelError
 from ..models import names as model_names
-from ..quantize import quantize
+from ..models.specs import check as check_model_spec
+from ..models.specs import load_classifier
+from ..progress import progress_bar, stderr_console
 from .metrics import OperatingCurve, RobustnessSummary, summarize_rows, unquantized_curves
 from .report import GalleryItem, ModelRow, ReportFiles, example_item, plot_curves, table_rows, write_report
 from .store import COLUMNS, DB_NAME, ResultStore
 
-#: Attacks that only query labels; their budget is ``queries``, all others are white box (``steps``).
-BLACK_BOX_ATTACKS = frozenset({"surfree", "hsj"})
 DEFAULT_ATTACKS = ("bp", "surfree")
 #: Version of the measurement protocol, part of every configuration's settings (bump it when the
 #: way a row is measured changes, so that old rows are not reused).
-PROTOCOL = 1
+PROTOCOL = 2  # 2: the engine (steps covers the quantizer's gradient; effective hyperparameters)
 
 
 class ConfigError(ValueError):
@@ -90,6 +92,7 @@ class Job:
     budget: int
     quantizer: str
     settings: dict[str, Any]
+    engine: EngineSettings
 
 
 @dataclass
@@ -140,11 +143,8 @@ def parse_attack(spec: str) -> tuple[str, int | None]:
 
 def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
     """Refuse unknown models or attacks with the list of valid names (nothing is built)."""
-    known = model_names()
     for m in models:
-        if m not in known and ":" not in m:
-            raise UnknownModelError(f"unknown model {m!r}; registered models: {', '.join(known)} "
-                                    "(or timm:<name> / torchvision:<name>)")
+        check_model_spec(m)
     valid = attack_names()
     for a in attacks:
         name, _ = parse_attack(a)
@@ -152,27 +152,27 @@ def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
             raise UnknownAttackError(f"unknown attack {name!r}; valid attacks: {', '.join(valid)}")
 
 
-def _quantizer_name(df: float) -> str:
-    return "smart" if df == 1 else f"smart_df{df:g}"
-
-
 def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float,
-              seed: int) -> list[Job]:
-    """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order."""
+              seed: int, quantizer: str = "smart", quality: int = 90, size: str = "model",
+              victim: str = "pil") -> list[Job]:
+    """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order.
+
+    White-box attacks get ``steps`` gradients (attack + quantizer) and ``quantizer``; black-box
+    ones ``queries`` queries and their integer output written as PNG (``round``). The settings
+    hold the engine's :meth:`~advimage.engine.Settings.identity` (effective hyperparameters).
+    """
     jobs = []
     for m in models:
-        for spec in attacks:
-            name, budget = parse_attack(spec)
-            black = name in BLACK_BOX_ATTACKS
+        for label in attacks:
+            name, budget = parse_attack(label)
+            black = attack_spec(name).black_box
             budget = budget or (queries if black else steps)
-            quantizer = "none" if black else _quantizer_name(df)
-            settings: dict[str, Any] = {"protocol": PROTOCOL, "model": m, "attack": name, "budget": budget,
-                                        "budget_unit": "queries" if black else "gradients",
-                                        "quantizer": quantizer, "seed": seed, "targeted": False,
-                                        "verify": "png"}
-            if not black:
-                settings["df"] = df
-            jobs.append(Job(m, name, spec, black, budget, quantizer, settings))
+            engine = EngineSettings(attack=name, steps=budget, quantizers=(quantizer,), df=df, quality=quality,
+                                    size=size, victim=victim, seed=seed)
+            qname = engine.effective_quantizer(quantizer)
+            settings: dict[str, Any] = {"protocol": PROTOCOL, "model": m, **engine.identity(), "quantizer": qname,
+                                        "verify": "file"}
+            jobs.append(Job(m, name, label, black, budget, qname, settings, engine))
     return jobs
 
 
@@ -207,150 +207,60 @@ def count_parameters(model: torch.nn.Module) -> int:
     return total
 
 
-# -- measuring on PNG files ---------------------------------------------------------------------
-def png_encode(x: Tensor) -> bytes:
-    """PNG bytes of one uint8 image (3, H, W)."""
-    buf = io.BytesIO()
-    Image.fromarray(x.permute(1, 2, 0).cpu().numpy(), "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def png_decode(data: bytes) -> Tensor:
-    """uint8 (3, H, W) pixels decoded by Pillow from PNG bytes."""
-    with Image.open(io.BytesIO(data)) as img:
-        if img.format != "PNG":
-            raise ValueError(f"expected PNG data, got {img.format}")
-        a = np.array(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
-
-
-def png_roundtrip(x: Tensor) -> tuple[Tensor, list[bytes]]:
-    """Encode uint8 images (N, 3, H, W) to PNG and decode them back: (decoded uint8, PNG bytes)."""
-    if x.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 pixels, got {x.dtype}")
-    data = [png_encode(xi) for xi in x.cpu()]
-    if not data:
-        return x.cpu().clone(), []
-    return torch.stack([png_decode(d) for d in data]), data
-
-
-def _attack_kwargs(fn: Callable, seed: int) -> dict[str, Any]:
+# -- the worker: a batch of one job -> rows + example bytes (no file written) ----------------
+def worker_batch(model: PixelClassifier, job: Job, items: Sequence[ImageItem], keys: Sequence[str], *,
+                 seed: int, examples_left: int = 0, attacked: Any = None,
+                 on_error: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """Store rows for a batch of images of one job, and the bytes of up to ``examples_left``
+    fooled examples (``{name: png bytes}``, ``<name>_orig.png`` / ``<name>_adv.png``). Pure: the
+    caller commits rows and writes examples. An attack that raises (e.g. out of memory) gives
+    error rows for the batch and the run goes on."""
+    settings = dataclasses.replace(job.engine, seed=seed)
     try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"seed": seed} if "seed" in params else {}
-
-
-def _attack_stage(model: PixelClassifier, job: Job, x0_u8: Tensor, y: Tensor, seed: int, df: float
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[dict[str, Any]]]:
-    """Attack correctly classified originals; uint8 images (M,3,H,W) on CPU, gradients, forwards,
-    queries (M,) and per-image extras."""
-    fn = get_attack(job.attack)
-    x0 = x0_u8.to(model.device).float()
-    res = fn(model, x0, y, steps=job.budget, targeted=False, **_attack_kwargs(fn, seed))
-    grads, fwds, queries = res.gradients.cpu().long(), res.forwards.cpu().long(), res.queries.cpu().long()
-    extras = [{"attack_success": bool(s), "attack_distortion": float(d)}
-              for s, d in zip(res.success.cpu(), res.distortion.cpu())]
-    if job.black_box:
-        xa = res.x_adv.detach()
-        xr = xa.round().clamp(0, 255)
-        off = (xa - xr).abs().flatten(1).amax(1).cpu() if xa.numel() else torch.zeros(0)
-        for e, o in zip(extras, off):
-            if float(o) > 1e-3:
-                e["rounded"] = float(o)  # the attack returned non-integer pixels: rounded here
-        x_out = xr.to(torch.uint8).cpu()
-    else:
-        q = quantize(model, x0_u8.to(model.device), res.x_adv, y, df=df)
-        x_out = q.x_q.cpu()
-        grads = grads + q.gradients.cpu().long()
-        fwds = fwds + q.forwards.cpu().long()
-        for e, s, lam in zip(extras, q.success.cpu(), q.lam.cpu()):
-            e["quantize_success"] = bool(s)
-            e["lam"] = None if math.isnan(float(lam)) else float(lam)
-    return x_out, grads, fwds, queries, extras
+        out = run_batch(model, items, settings, keys, attacked=attacked)
+    except Exception as exc:  # noqa: BLE001  (record it, go on)
+        msg = f"{job.attack} failed on this batch: {type(exc).__name__}: {exc}"
+        if on_error is not None:
+            on_error(msg)
+        out = [Row(file=str(it.path), key=k, quantizer=job.quantizer, label=it.label, error=msg)
+               for it, k in zip(items, keys)]
+    rows, examples = [], {}
+    base = {"model": job.model, "attack": job.label, "quantizer": job.quantizer}
+    for r in out:
+        row: dict[str, Any] = {**base, "image": r.key, "label": r.label, "seconds": r.seconds}
+        if r.status == "error":
+            row["error"] = r.error
+            rows.append(row)
+            continue
+        extra: dict[str, Any] = {"label_source": r.label_source, "forwards": r.forwards}
+        row["prediction"] = r.original_prediction
+        if r.status == "misclassified":  # already adversarial: fooled at distortion 0, not attacked
+            row.update(adv_label=r.original_prediction, distortion=0.0, success=True, gradients=0, queries=0)
+            extra["misclassified"] = True
+        else:
+            row.update(adv_label=r.adversarial_label, distortion=r.distortion, success=r.status == "fooled",
+                       gradients=r.gradients, queries=r.queries)
+            if not job.black_box:  # black-box queries are already integer images: no float curve
+                extra.update(attack_success=r.attack_success, attack_distortion=r.attack_distortion,
+                             quantize_success=r.quantize_success, lam=r.lam)
+            if r.distortion_model is not None:
+                extra["distortion_model"] = r.distortion_model
+            if r.compression_distortion is not None:
+                extra["compression_distortion"] = r.compression_distortion
+            if r.status == "fooled" and examples_left > 0 and r.suffix != ".npy":
+                examples_left -= 1
+                name = _slug(r.key).replace(".", "_")
+                original = load_for_model(r.file, model.config) if settings.size == "model" else read_image(r.file)
+                examples[f"{name}_orig.png"] = encode_png(original)
+                examples[f"{name}_adv.png"] = encode_png(decode(r.data, r.suffix))
+                extra["example"] = name
+        row["extra"] = extra
+        rows.append(row)
+    return rows, examples
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "x"
-
-
-def process_batch(model: PixelClassifier, job: Job, items: Sequence[ImageItem], keys: Sequence[str], *,
-                  seed: int, df: float, examples_dir: Path | None = None, examples_left: int = 0,
-                  on_error: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Rows (store dicts) for a batch of images of one job; see the module docstring.
-
-    examples_dir, examples_left: save the original and adversarial PNGs of up to that many
-    fooled images under examples_dir (for the report's gallery); their rows name them in
-    ``extra["example"]``.
-    """
-    t0 = time.perf_counter()
-    base = {"model": job.model, "attack": job.label, "quantizer": job.quantizer}
-    rows: list[dict[str, Any] | None] = [None] * len(items)
-    loaded: list[int] = []
-    originals: list[Tensor] = []
-    for i, (item, key) in enumerate(zip(items, keys)):
-        try:
-            originals.append(load_for_model(item.path, model.config))
-            loaded.append(i)
-        except ImageReadError as exc:
-            rows[i] = {**base, "image": key, "label": item.label, "error": str(exc)}
-    if loaded:
-        torch.manual_seed(seed)
-        x0_u8 = torch.stack(originals)
-        pred0 = model.predict(x0_u8.to(model.device)).cpu()
-        labels = torch.tensor([items[i].label if items[i].label is not None else int(p)
-                               for i, p in zip(loaded, pred0)], dtype=torch.long)
-        correct = pred0 == labels
-        idx = torch.nonzero(correct).flatten()
-        attacked: dict[int, tuple] = {}
-        error: str | None = None
-        if idx.numel():
-            try:
-                x_out, grads, fwds, queries, extras = _attack_stage(
-                    model, job, x0_u8[idx], labels[idx].to(model.device), seed, df)
-                x_file, pngs = png_roundtrip(x_out)
-                pred = model.predict(x_file.to(model.device)).cpu()
-                d = distortion(x_file, x0_u8[idx]).cpu()
-                for j, k in enumerate(idx.tolist()):
-                    attacked[k] = (int(pred[j]), float(d[j]), int(grads[j]), int(fwds[j]), int(queries[j]),
-                                   extras[j], pngs[j])
-            except Exception as exc:  # noqa: BLE001  (e.g. out of memory: record it, go on)
-                error = f"{job.attack} failed on this batch: {type(exc).__name__}: {exc}"
-                if on_error is not None:
-                    on_error(error)
-        seconds = (time.perf_counter() - t0) / len(loaded)
-        for k, i in enumerate(loaded):
-            item, key = items[i], keys[i]
-            row: dict[str, Any] = {**base, "image": key, "label": int(labels[k]), "prediction": int(pred0[k]),
-                                   "seconds": seconds}
-            extra: dict[str, Any] = {"label_source": "file" if item.label is not None else "model"}
-            if not bool(correct[k]):  # already adversarial: fooled at distortion 0, not attacked
-                row.update(adv_label=int(pred0[k]), distortion=0.0, success=True, gradients=0, queries=0)
-                extra["misclassified"] = True
-            elif error is not None:
-                row["error"] = error
-            else:
-                adv, dist, g, f, q, ex, png = attacked[k]
-                success = adv != int(labels[k])
-                row.update(adv_label=adv, distortion=dist, success=success, gradients=g, queries=q)
-                extra.update(ex, forwards=f)
-                if success and examples_dir is not None and examples_left > 0:
-                    examples_left -= 1
-                    stem = examples_dir / _slug(key).replace(".", "_")
-                    stem.parent.mkdir(parents=True, exist_ok=True)
-                    _write_bytes(stem.with_name(stem.name + "_orig.png"), png_encode(x0_u8[k]))
-                    _write_bytes(stem.with_name(stem.name + "_adv.png"), png)
-                    extra["example"] = stem.name
-            row["extra"] = extra
-            rows[i] = row
-    return [r for r in rows if r is not None]
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -379,21 +289,6 @@ class _Tally:
         return s + (f" · [red]{self.errors} errors" if self.errors else "")
 
 
-def _progress(enabled: bool, console: Any):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text("  -  img/s" if speed is None else f"{speed:6.2f} img/s", style="progress.data.speed")
-
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), RateColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
-    return Progress(*columns, console=console, disable=not enabled, transient=False)
-
-
 # -- the benchmark -------------------------------------------------------------------------------
 def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[ImageItem],
                   models: str | Sequence[str] = "efficientnet_lite0", *,
@@ -401,7 +296,8 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                   df: float = 1, limit: int | None = None, seed: int = 0, batch_size: int = 16,
                   device: str | None = None, out: str | os.PathLike = "runs/bench", resume: bool = False,
                   compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
-                  title: str | None = None) -> BenchmarkResult:
+                  title: str | None = None, quantizer: str = "smart", quality: int = 90,
+                  size: str = "model", victim: str = "pil") -> BenchmarkResult:
     """Benchmark ``models`` against ``attacks`` on an image set; store, summarize and report.
 
     images: image files or folders (see :func:`advimage.data.discover`), or ImageItems.
@@ -409,6 +305,10 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         ``NAME:BUDGET``. White-box attacks get ``steps`` gradients per image, black-box ones
         (:data:`BLACK_BOX_ATTACKS`) ``queries`` label queries.
     df: degree of freedom of the smart quantization of white-box outputs. limit: first N images.
+    quantizer, quality: the quantizer of white-box outputs (any registered one: smart, jpeg, ...)
+        and its JPEG quality. size, victim: as in :class:`advimage.engine.Settings` (the thesis's
+        RoBIC protocol attacks at the model's resolution: ``size="model"``).
+    models may name defended classifiers, e.g. ``efficientnet_lite0+jpeg:75``.
     seed: seeds torch and the attacks (per batch, see :func:`batch_seed`).
     batch_size: images per attack call and per committed batch; part of what makes rows
         reproducible. device: model device (default CUDA if available).
@@ -422,7 +322,6 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
     Raises UnknownModelError / UnknownAttackError (with the valid names), ConfigError (bad
     option), DataError (no images) or RunExistsError before any work.
     """
-    from rich.console import Console
 
     t_start = time.perf_counter()
     model_list, attack_list = _split(models), _split(attacks)
@@ -462,11 +361,16 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         if n:
             raise RunExistsError(f"{run_dir} already holds {n} results: pass resume=True (--resume) to continue "
                                  "it (finished configurations are reused), or choose another output folder")
-    jobs = make_jobs(model_list, attack_list, steps=steps, queries=queries, df=df, seed=seed)
-    console = console or Console(stderr=True)
+    try:
+        jobs = make_jobs(model_list, attack_list, steps=steps, queries=queries, df=df, seed=seed,
+                         quantizer=quantizer, quality=quality, size=size, victim=victim)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    console = console or stderr_console()
 
     run_settings = {"images": sources, "n_images": len(items), "models": model_list, "attacks": attack_list,
-                    "steps": steps, "queries": queries, "df": df, "limit": limit, "seed": seed, "batch_size": batch_size,
+                    "steps": steps, "queries": queries, "df": df, "quantizer": quantizer, "quality": quality,
+                    "size": size, "victim": victim, "limit": limit, "seed": seed, "batch_size": batch_size,
                     "device": device, "compare": compare, "protocol": PROTOCOL,
                     "jobs": [j.settings for j in jobs]}
     errors: list[str] = []
@@ -477,11 +381,11 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         store.start_run(run_settings, seed=seed)
         done = [store.done(j.model, j.label, j.quantizer, j.settings, retry_errors=True) for j in jobs]
         key_set = set(keys)
-        with _progress(progress, console) as bar:
+        with progress_bar(progress, console) as bar:
             tasks = [bar.add_task(f"{j.model} · {j.label}", total=len(items), completed=len(d & key_set), status="")
                      for j, d in zip(jobs, done)]
             for m in model_list:
-                model = load_model(m, device=device)
+                model = load_classifier(m, device=device)
                 params[m] = count_parameters(model) / 1e6
                 class_names[m] = list(model.class_names)
                 for k, job in enumerate(jobs):
@@ -508,6 +412,8 @@ def _run_job(model: PixelClassifier, job: Job, items: list[ImageItem], keys: lis
     examples_dir = run_dir / "examples" / _slug(job.model) / _slug(job.label)
     bar.update(task, status=tally.status())
 
+    attacked = attacked_model(model, job.engine)
+
     def on_error(msg: str) -> None:
         if msg not in errors:
             errors.append(msg)
@@ -518,9 +424,11 @@ def _run_job(model: PixelClassifier, job: Job, items: list[ImageItem], keys: lis
         pending = [i for i in range(start, min(start + batch_size, len(items))) if keys[i] not in done]
         if not pending:
             continue
-        rows = process_batch(model, job, [items[i] for i in pending], [keys[i] for i in pending],
-                             seed=batch_seed(seed, job.model, job.label, b), df=df, examples_dir=examples_dir,
-                             examples_left=max(0, examples_left), on_error=on_error)
+        rows, examples = worker_batch(model, job, [items[i] for i in pending], [keys[i] for i in pending],
+                                      seed=batch_seed(seed, job.model, job.label, b),
+                                      examples_left=max(0, examples_left), attacked=attacked, on_error=on_error)
+        for name, data in examples.items():  # examples first: a committed row never names a missing file
+            write_atomic(examples_dir / name, data)
         store.add_batch(rows, settings=job.settings)
         examples_left -= sum(1 for r in rows if (r.get("extra") or {}).get("example"))
         done.update(r["image"] for r in rows)

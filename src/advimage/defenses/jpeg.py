@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..jpeg.io import clamp_coefficients, compress
 from ..jpeg.transform import decode_like_libjpeg, from_dct, to_dct
+from ..models.protocol import WrappedClassifier
 from . import register
 
 BACKWARDS = ("identity", "cubic", "none")
@@ -75,21 +76,35 @@ class JpegCompression(nn.Module):
         return f"quality={self.quality}, backward={self.backward!r}, engine={self.engine!r}"
 
 
-class JpegDefense(nn.Module):
+class JpegDefense(WrappedClassifier):
     """A classifier behind a JPEG reformer: ``model(jpeg(round(x)))``, logits (N, C).
 
     model: float pixels (N, 3, H, W) in [0, 255] -> logits. quality: JPEG quality 1..100.
     backward: BPDA gradient ("identity", "cubic" or "none"), see the module docstring.
+    Implements the classifier protocol (:mod:`advimage.models.protocol`) when ``model`` does;
+    a bare ``nn.Module`` works too (config and class names then come from nowhere).
     """
 
     def __init__(self, model: nn.Module, quality: int = 75, backward: str = "identity",
                  engine: str = "pillow") -> None:
-        super().__init__()
-        self.reformer = JpegCompression(quality, backward, engine)
-        self.model = model
+        nn.Module.__init__(self)
+        self.base = model
+        self.front = JpegCompression(quality, backward, engine)
+        self.config = getattr(model, "config", None)
+        self.class_names = list(getattr(model, "class_names", []))
+        self.eval()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(self.reformer(x))
+    @property
+    def model(self) -> nn.Module:
+        return self.base
+
+    @property
+    def reformer(self) -> JpegCompression:
+        return self.front
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(list(self.base.parameters()) + list(self.base.buffers()))).device
 
     @property
     def quality(self) -> int:

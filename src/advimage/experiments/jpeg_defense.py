@@ -32,7 +32,7 @@ from ..defenses.jpeg import JpegDefense
 from ..distortion import distortion
 from ..images import read_image, write_png
 from ..models import load_model
-from ..quantize import quantize
+from ..quantize import quantize_spatial
 from .jpeg_table import jpeg_adversarials, load_batch, plain_jpegs
 
 
@@ -63,8 +63,8 @@ def spatial_adversarials(model: nn.Module, x0: Tensor, y: Tensor, paths: list[Pa
                          steps: int = 100, df: float = 1) -> list[Path]:
     """Attack x0 (uint8 (N, 3, H, W)) and write the spatially smart-quantized PNGs at ``paths``."""
     res = get_attack(attack)(model, x0.float(), y, steps=steps)
-    q = quantize(model, x0, res.x_adv, y, df=df)
-    return [write_png(p, img.cpu()) for p, img in zip(paths, q.x_q)]
+    q = quantize_spatial(model, x0, res.x_adv, y, df=df)
+    return [write_png(p, img.cpu()) for p, img in zip(paths, q.pixels)]
 
 
 def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", attack: str = "bp", steps: int = 100,

@@ -101,11 +101,11 @@ def read_coefficients(path: str | os.PathLike) -> JpegCoefficients:
 
 
 def decode(path: str | os.PathLike | bytes) -> Tensor:
-    """Decode a JPEG file (path or bytes) with Pillow -> uint8 (3, H, W) RGB."""
-    src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
-    with Image.open(src) as im:
-        arr = np.asarray(im.convert("RGB"))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    """Decode a JPEG file (path or bytes) with Pillow -> uint8 (3, H, W) RGB (see :mod:`advimage.codec`)."""
+    from ..codec import decode as decode_bytes
+
+    data = bytes(path) if isinstance(path, (bytes, bytearray)) else Path(path).read_bytes()
+    return decode_bytes(data)
 
 
 def roundtrip(coeffs: Tensor, quality: int, size: tuple[int, int] | None = None,
@@ -133,14 +133,10 @@ def roundtrip(coeffs: Tensor, quality: int, size: tuple[int, int] | None = None,
 
 
 def encode(x: Tensor, quality: int) -> bytes:
-    """Plain JPEG compression of one image uint8 (3, H, W) with Pillow (libjpeg), 4:4:4, baseline."""
-    if x.ndim != 3 or x.shape[0] != 3 or x.dtype != torch.uint8:
-        raise ValueError(f"expected uint8 (3, H, W), got {x.dtype} {tuple(x.shape)}")
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"quality must be in 1..100, got {quality}")
-    buf = io.BytesIO()
-    Image.fromarray(x.permute(1, 2, 0).cpu().numpy()).save(buf, format="JPEG", quality=int(quality), subsampling=0)
-    return buf.getvalue()
+    """Plain JPEG compression of one image uint8 (3, H, W); see :func:`advimage.codec.encode_jpeg`."""
+    from ..codec import encode_jpeg
+
+    return encode_jpeg(x, quality)
 
 
 def compress(x: Tensor, quality: int) -> Tensor:
@@ -157,5 +153,7 @@ def compress(x: Tensor, quality: int) -> Tensor:
 
 
 def write_pixels(path: str | os.PathLike, x: Tensor, quality: int) -> None:
-    """Save uint8 pixels (3, H, W) as a plain 4:4:4 JPEG at ``quality`` (Pillow)."""
-    Path(path).write_bytes(encode(x, quality))
+    """Save uint8 pixels (3, H, W) as a plain 4:4:4 JPEG at ``quality`` (Pillow), atomically."""
+    from ..codec import write_atomic
+
+    write_atomic(path, encode(x, quality))

@@ -1,8 +1,25 @@
-"""Quantizers: float adversarial samples -> real images (uint8 pixels or JPEG coefficients)."""
+"""Quantizers: float adversarial samples -> real files (8-bit PNG, JPEG coefficients, or floats).
 
-from .spatial import QuantizeResult, admissible_bounds, lambda_c, quantize, quantize_at, round_pixels
+A registry of quantizers sharing one contract (:mod:`.base`): ``names()``, ``spec(name)``,
+``run(name, model, x0, x_adv, y, ...)``. Registered: ``smart`` (§7.2), ``round``, ``none``
+(:mod:`.spatial`) and ``jpeg`` (§7.3, :mod:`.jpeg`).
+"""
 
-QUANTIZERS = ("smart", "round", "none", "jpeg")
+from __future__ import annotations
 
-__all__ = ["QUANTIZERS", "QuantizeResult", "admissible_bounds", "lambda_c", "quantize", "quantize_at",
-           "round_pixels"]
+from torch import Tensor, nn
+
+from .base import (QuantizedImages, QuantizerSpec, UnknownQuantizerError, critical_lambda, names, register,
+                   spec)
+from .spatial import admissible_bounds, lambda_c, quantize_at, quantize_spatial, round_pixels
+from .jpeg import quantize_jpeg  # noqa: E402  (registers "jpeg" after the spatial ones)
+
+
+def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) -> QuantizedImages:
+    """Run the registered quantizer ``name`` (options: df, quality, targeted, cost, steps)."""
+    return spec(name).run(model, x0, x_adv, y, **options)
+
+
+__all__ = ["QuantizedImages", "QuantizerSpec", "UnknownQuantizerError", "admissible_bounds", "critical_lambda",
+           "lambda_c", "names", "quantize_at", "quantize_jpeg", "quantize_spatial", "register", "round_pixels", "run",
+           "spec"]

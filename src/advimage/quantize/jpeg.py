@@ -26,7 +26,6 @@ coefficients, which are then not re-submitted -- and 1 file check only on a mism
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -34,34 +33,12 @@ from torch import Tensor, nn
 
 from ..jpeg.io import clamp_coefficients, roundtrip
 from ..jpeg.transform import apply_j, decode_like_libjpeg, to_dct
+from ..criteria import Criterion, as_criterion
+from .base import QuantizedImages, check_cost, critical_lambda, register
 from .spatial import admissible_bounds  # eq. 7.8, applied to X_a (u -> U) in the DCT domain
 
-
-@dataclass
-class JpegQuantizeResult:
-    """What :func:`quantize_jpeg` returns; tensors on the input's device.
-
-    coefficients: (N, 3, Hb, Wb, 8, 8) int32 quantized DCT coefficients (Y, Cb, Cr; natural
-        order inside blocks), ready for ``advimage.jpeg.write_coefficients`` at ``quality``.
-    pixels: (N, 3, H, W) float, integral values in [0, 255]: the decoded JPEG file.
-    success: (N,) bool, whether the decoded file fools the model.
-    distortion: (N,) float, eq. (6.2) of ``pixels`` against the original spatial ``x0``
-        (not zero for the plain JPEG of ``x0``: the compression itself distorts).
-    forwards: (N,) long, forward passes used (including the plain-JPEG check).
-    gradients: (N,) long, gradient computations used (0 or 1).
-    lam: (N,) float, the lambda kept; 0 where the plain JPEG of ``x0`` was kept; for a failure,
-        the lambda with the lowest adversarial loss (whose coefficients are returned).
-    quality: the JPEG quality factor of the coefficients.
-    """
-
-    coefficients: Tensor
-    pixels: Tensor
-    success: Tensor
-    distortion: Tensor
-    forwards: Tensor
-    gradients: Tensor
-    lam: Tensor
-    quality: int
+#: Before the engine's one result type; kept as a name for old imports.
+JpegQuantizeResult = QuantizedImages
 
 
 def lambda_grid(lam_c: Tensor, n: int) -> Tensor:
@@ -70,78 +47,73 @@ def lambda_grid(lam_c: Tensor, n: int) -> Tensor:
     return lam_c[:, None] * 10.0 ** (2 * (n - 2 * i) / n)
 
 
-def critical_lambda(loss: Tensor, u: Tensor, g: Tensor) -> Tensor:
-    """Eq. 7.16: ``lam_c = 2 (L_adv(x_a) - u^T g) / ||g||^2`` per image (N,).
-
-    Where this is not a positive finite number (e.g. a zero gradient, or an ``x_a`` on the
-    wrong side of its linearisation) the scale ``2 ||u|| / ||g||`` -- lambda for which the
-    gradient step is as long as the perturbation -- is used instead, or 1 if g = 0.
-    """
-    g2 = g.flatten(1).pow(2).sum(1)
-    lam = 2 * (loss - (u * g).flatten(1).sum(1)) / g2
-    fallback = 2 * u.flatten(1).norm(dim=1) / g2.sqrt()
-    fallback = torch.where(torch.isfinite(fallback) & (fallback > 0), fallback, torch.ones_like(fallback))
-    return torch.where(torch.isfinite(lam) & (lam > 0), lam, fallback)
-
-
-def _check(x0: Tensor, x_adv: Tensor, y: Tensor, quality: int, n: int) -> None:
+def _check(x0: Tensor, x_adv: Tensor, crit: Criterion, quality: int, n: int) -> None:
     if x0.ndim != 4 or x0.shape[1] != 3 or x_adv.shape != x0.shape:
         raise ValueError(f"x0 and x_adv must both be (N, 3, H, W), got {tuple(x0.shape)} and {tuple(x_adv.shape)}")
-    if y.shape != x0.shape[:1]:
-        raise ValueError(f"y must have shape ({x0.shape[0]},), got {tuple(y.shape)}")
+    if len(crit) != x0.shape[0]:  # type: ignore[arg-type]
+        raise ValueError(f"y must have shape ({x0.shape[0]},), got {len(crit)} labels")  # type: ignore[arg-type]
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
 
 
-def quantize_jpeg(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, quality: int = 90,
-                  df: float = 1, n: int = 10, targeted: bool = False, verify: bool = True) -> JpegQuantizeResult:
+def quantize_jpeg(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, quality: int = 90,
+                  df: float = 1, n: int = 10, targeted: bool = False, verify: bool = True,
+                  cost: Tensor | None = None) -> QuantizedImages:
     """Quantize an adversarial sample to JPEG coefficients that stay adversarial (Sect. 7.3).
 
     model: float pixels (N, 3, H, W) in [0, 255] -> logits (N, C).
     x0: (N, 3, H, W) original pixels (integral values in [0, 255], any dtype).
     x_adv: (N, 3, H, W) float adversarial pixels from an attack on x0.
-    y: (N,) long, true labels (or target labels when ``targeted``).
+    y: (N,) long, true labels (or target labels when ``targeted``), or a criterion.
     quality: JPEG quality factor 1..100 (4:4:4, libjpeg tables). df: degree of freedom
     (0, 1, 2, ... or ``math.inf``). n: lambda grid has n + 1 values (eq. 7.25).
     verify: check the result on the real file (jpeglib writer, Pillow decoder).
     Sizes that are not multiples of 8 are padded by edge replication (see ``jpeg.transform``).
+    cost: (N, 3, Hb, Wb, 8, 8) weights w > 0 of a quadratic cost Σ w k² on the coefficient
+    changes (None: ones); the step becomes -λ J g / (2 w).
+    Returns :class:`QuantizedImages` with ``pixels`` the decoded file (uint8) and ``coefficients``.
     """
-    from ..attacks.base import LossOracle
     from ..distortion import distortion
-    from ..losses import adversarial_loss
+    from ..oracle import LossOracle
 
-    _check(x0, x_adv, y, quality, n)
+    crit = as_criterion(y.to(x0.device) if isinstance(y, Tensor) else y, targeted)
+    _check(x0, x_adv, crit, quality, n)
     N, size, dev = x0.shape[0], tuple(x0.shape[-2:]), x0.device
     x0, x_adv = x0.double(), x_adv.double()
     forwards = torch.zeros(N, dtype=torch.long, device=dev)
     gradients = torch.zeros(N, dtype=torch.long, device=dev)
 
-    def query(x: Tensor, labels: Tensor) -> Tensor:
-        """One counted forward pass of a sub-batch; returns the adversarial loss (M,)."""
+    def query(x: Tensor, idx: Tensor) -> Tensor:
+        """One forward pass of the images ``idx`` (counted by the caller); the criterion's loss (M,)."""
         with torch.no_grad():
-            return adversarial_loss(model(x.float()), labels, targeted)
+            return crit.subset(idx).loss(model(x.float()))
 
     # Protocol 7.4.1: the plain JPEG of the original.
     X0 = to_dct(x0, quality)
     coeffs = clamp_coefficients(X0.round())
     pixels = decode_like_libjpeg(coeffs, quality, size)
-    loss = query(pixels, y)
+    loss = query(pixels, torch.arange(N, device=dev))
     forwards += 1
     success = loss < 0
     lam = torch.zeros(N, dtype=torch.float64, device=dev)
 
     todo = (~success).nonzero().squeeze(1)
     if todo.numel():
-        x0s, xas, ys = x0[todo], x_adv[todo], y[todo]
-        oracle = LossOracle(model, ys, targeted)
+        x0s, xas = x0[todo], x_adv[todo]
+        oracle = LossOracle(model, crit.subset(todo), max_gradients=1)
         loss_a, g, _ = oracle.loss_and_grad(xas.float())  # g = grad L_adv(x_a), pixel domain
         gradients[todo] += oracle.gradients
         g = g.double()
         u = xas - x0s                                       # eq. 7.1
-        lams = lambda_grid(critical_lambda(loss_a.double(), u, g), n)
         jg = apply_j(g, quality)                            # J g, the gradient in the DCT domain
+        w = check_cost(cost, X0)
+        w = None if w is None else w[todo]
+        # eq. 7.16 in the DCT domain (J is orthogonal up to the quantization steps: uᵀg = Uᵀ J⁻ᵀ g)
+        lams = lambda_grid(critical_lambda(loss_a.double(), u, g) if w is None else
+                           critical_lambda(loss_a.double(), to_dct(xas, quality) - to_dct(x0s, quality),
+                                           _dct_gradient(g, quality), w), n)
         x0d = X0[todo]
         lo, hi = admissible_bounds(to_dct(xas, quality), df)  # eq. 7.8 around X_a
 
@@ -157,7 +129,8 @@ def quantize_jpeg(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, qua
                 break
             lam_i = lams[active, i].view(-1, 1, 1, 1, 1, 1)
             # eq. 7.23: X_a + Q* = [X_o - lambda/2 J g], clipped to the admissible set
-            xq = (x0d[active] - lam_i / 2 * jg[active]).round()
+            step = lam_i / 2 * jg[active] if w is None else lam_i / 2 * jg[active] / w[active]
+            xq = (x0d[active] - step).round()
             xq = clamp_coefficients(torch.minimum(torch.maximum(xq, lo[active]), hi[active]))
             new = (xq != prev[active]).flatten(1).any(1)   # same coefficients: same verdict
             prev[active] = xq
@@ -165,7 +138,7 @@ def quantize_jpeg(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, qua
             if not idx.numel():
                 continue
             px = decode_like_libjpeg(xq, quality, size)
-            loss_i = query(px, ys[idx]).double()
+            loss_i = query(px, todo[idx]).double()
             forwards[todo[idx]] += 1
             better = (loss_i < 0) | (~found[idx] & (loss_i < best_loss[idx]))
             sel = idx[better]
@@ -176,23 +149,40 @@ def quantize_jpeg(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, qua
         coeffs[todo], pixels[todo], lam[todo], success[todo] = best_X, best_px, best_lam, found
 
     if verify:
-        pixels, success = _verify(coeffs, pixels, success, y, quality, size, query, forwards)
-    return JpegQuantizeResult(
-        coefficients=coeffs.to(torch.int32), pixels=pixels.float(), success=success,
-        distortion=distortion(pixels, x0).to(dev), forwards=forwards, gradients=gradients,
-        lam=lam.float(), quality=int(quality),
+        pixels, success = _verify(coeffs, pixels, success, quality, size, query, forwards)
+    return QuantizedImages(
+        pixels=pixels.round().clamp(0, 255).to(torch.uint8), success=success,
+        distortion=distortion(pixels, x0).to(dev), lam=lam.float(), gradients=gradients, forwards=forwards,
+        suffix=".jpg", coefficients=coeffs.to(torch.int32), quality=int(quality),
     )
 
 
-def _verify(coeffs: Tensor, pixels: Tensor, success: Tensor, y: Tensor, quality: int,
+def _dct_gradient(g: Tensor, quality: int) -> Tensor:
+    """The gradient with respect to the coefficients X = J x + C: ``J⁻ᵀ g`` (same layout as X)."""
+    from ..jpeg.transform import from_dct
+
+    X = torch.zeros_like(to_dct(g, quality)).requires_grad_(True)
+    with torch.enable_grad():
+        (gx,) = torch.autograd.grad((from_dct(X, quality, tuple(g.shape[-2:])) * g).sum(), X)
+    return gx
+
+
+def _verify(coeffs: Tensor, pixels: Tensor, success: Tensor, quality: int,
             size: tuple[int, int], query: Callable[[Tensor, Tensor], Tensor],
             forwards: Tensor) -> tuple[Tensor, Tensor]:
     """The file is the truth: decode the written files; re-query the model where they differ."""
     filed = roundtrip(coeffs.to(torch.int32), quality, size).to(pixels.dtype)
     differ = (filed != pixels).flatten(1).any(1).nonzero().squeeze(1)
     if differ.numel():
-        loss = query(filed[differ], y[differ])
+        loss = query(filed[differ], differ)
         forwards[differ] += 1
         success = success.clone()
         success[differ] = loss < 0
     return filed, success
+
+
+@register("jpeg", suffix=".jpg", gradients=1, uses_quality=True,
+          description="§7.3 DCT-domain smart quantization, written as JPEG coefficients (jpeglib, 4:4:4)")
+def jpeg(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1, quality: int = 90,
+         targeted: bool = False, cost: Tensor | None = None, steps: int = 10, **_: object) -> QuantizedImages:
+    return quantize_jpeg(model, x0.float(), x_adv, y, quality=quality, df=df, n=steps, targeted=targeted, cost=cost)

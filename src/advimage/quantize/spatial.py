@@ -9,28 +9,15 @@ x_a (eq. 7.15), the clip keeps each pixel within ``df`` levels around the advers
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import LossOracle, batch_view
-from ..attacks.search import BracketSearch
+from ..criteria import Criterion
 from ..distortion import distortion
-
-
-@dataclass
-class QuantizeResult:
-    """x_q: (N, 3, H, W) uint8 pixels; success: (N,) bool, adversarial by the model on x_q;
-    distortion: (N,) eq. (6.2) of x_q against x0; lam: (N,) chosen λ (0 for rounding or when x0
-    itself fools the model, nan where the search failed); gradients, forwards: (N,) passes spent."""
-
-    x_q: Tensor
-    success: Tensor
-    distortion: Tensor
-    lam: Tensor
-    gradients: Tensor
-    forwards: Tensor
+from ..oracle import LossOracle
+from ..search import BracketSearch
+from ..tensor_ops import batch_view
+from .base import QuantizedImages, check_cost, critical_lambda, register
 
 
 def admissible_bounds(u: Tensor, df: float) -> tuple[Tensor, Tensor]:
@@ -54,16 +41,23 @@ def admissible_bounds(u: Tensor, df: float) -> tuple[Tensor, Tensor]:
     return u.floor() - (df - 1) // 2, u.ceil() + (df - 1) // 2
 
 
-def quantize_at(x0: Tensor, grad: Tensor, low: Tensor, high: Tensor, lam: Tensor) -> Tensor:
-    """Eq. (7.15): x_q = x0 + clip(round(-λ g / 2), low, high), kept in [0, 255]; float (N,3,H,W)."""
-    k = torch.maximum(torch.minimum((-batch_view(lam) * grad / 2).round(), high), low)
+def quantize_at(x0: Tensor, grad: Tensor, low: Tensor, high: Tensor, lam: Tensor,
+                cost: Tensor | None = None) -> Tensor:
+    """Eq. (7.15): x_q = x0 + clip(round(-λ g / (2 w)), low, high), kept in [0, 255]; float (N,3,H,W).
+
+    w = cost (ones: squared L2, Ch. 7); -λ g / (2w) minimizes w k² + λ g k per pixel (eq. 8.14's
+    closed form for quadratic costs).
+    """
+    step = -batch_view(lam) * grad / 2
+    if cost is not None:
+        step = step / cost
+    k = torch.maximum(torch.minimum(step.round(), high), low)
     return (x0 + k).clamp(0, 255)
 
 
-def lambda_c(loss: Tensor, grad: Tensor, u: Tensor) -> Tensor:
-    """Eq. (7.16): λ_c = 2 (L_adv(x_a) - u·g) / ||g||^2, (N,)."""
-    ug = (u * grad).flatten(1).sum(1)
-    return 2 * (loss - ug) / grad.flatten(1).pow(2).sum(1).clamp_min(1e-30)
+def lambda_c(loss: Tensor, grad: Tensor, u: Tensor, cost: Tensor | None = None) -> Tensor:
+    """Eq. (7.16), see :func:`advimage.quantize.base.critical_lambda` (the one implementation)."""
+    return critical_lambda(loss, u, grad, cost)
 
 
 def _as_pixels(x: Tensor, scale: float) -> Tensor:
@@ -76,14 +70,15 @@ def _as_pixels(x: Tensor, scale: float) -> Tensor:
 
 
 @torch.no_grad()
-def quantize(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, df: float = 1,
-             targeted: bool = False, steps: int = 10, scale: float = 1.0,
-             grow: float = 10.0) -> QuantizeResult:
+def quantize_spatial(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
+                     targeted: bool = False, steps: int = 10, scale: float = 1.0, grow: float = 10.0,
+                     cost: Tensor | None = None) -> QuantizedImages:
     """Quantize adversarial samples to 8-bit images that stay adversarial (§7.2).
 
     x0: (N, 3, H, W) original integer pixels (uint8 or float); x_adv: float adversarial samples,
     in [0, 255] or in [0, 1] with ``scale=255`` (e.g. foolbox, torchattacks, ART outputs); y: (N,)
-    labels (targets if ``targeted``). df: degree of freedom (0 = rounding, 1, 2, ..., inf).
+    labels (targets if ``targeted``) or a criterion. cost: (N, 3, H, W) weights w > 0 of the
+    quadratic cost Σ w k² (None: squared L2). df: degree of freedom (0 = rounding, 1, 2, ..., inf).
     steps: forward passes in all (default 10): one checks x0, the others search λ around λ_c
     (eq. 7.16), moving by factors of ``grow`` until bracketed, then bisecting; plus one gradient at x_a.
     Where x0 is already adversarial, x0 is returned. Where no λ works, ``success`` is False and the
@@ -99,7 +94,9 @@ def quantize(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, df: floa
         raise ValueError("x_adv looks like [0, 1] data while x0 is in [0, 255]: pass scale=255")
     x0 = x0.round()
     xa = xa.clamp(0, 255)
-    y = y.to(x0.device)
+    if isinstance(y, Tensor):
+        y = y.to(x0.device)
+    cost = check_cost(cost, x0)
     n = x0.shape[0]
     if steps < 2:
         raise ValueError("steps must be >= 2 (one forward checks x0, the rest search λ)")
@@ -115,20 +112,18 @@ def quantize(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, df: floa
         lam = torch.where(start_adv | ok, 0.0, float("nan"))
         return _result(xq, x0, ok | start_adv, lam, oracle)
     loss, grad, _ = oracle.loss_and_grad(xa)
-    lc = lambda_c(loss, grad, u)
-    # a non-positive λ_c (x_a not adversarial, or a degenerate gradient) still gets searched
-    lc = torch.where(lc > 0, lc, lc.abs().clamp_min(1e-12))
+    lc = critical_lambda(loss, u, grad, cost)
     # Line search around λ_c (§7.2.2): lower λ after a success, raise it after a failure, by a
     # factor `grow` until both outcomes are seen, then bisect in log λ. The thesis's interval
     # [0.01 λ_c, 100 λ_c] is reached in two moves; it is not a hard limit, because a sample
     # within a hair of the boundary (λ_c tiny) may need more than 100 λ_c to move one pixel.
     search = BracketSearch(lc, grow=grow)
     best_lam = torch.full((n,), float("nan"), device=x0.device)
-    x_best = quantize_at(x0, grad, low, high, lc * grow ** 2)
+    x_best = quantize_at(x0, grad, low, high, lc * grow ** 2, cost)
     found = torch.zeros(n, dtype=torch.bool, device=x0.device)
     for _ in range(steps - 1):
         lam = search.value
-        xq = quantize_at(x0, grad, low, high, lam)
+        xq = quantize_at(x0, grad, low, high, lam, cost)
         ok = oracle.success(oracle.logits(xq))
         better = ok & ~(lam >= best_lam)  # nan-safe: best_lam is nan until found
         best_lam = torch.where(better, lam, best_lam)
@@ -140,13 +135,47 @@ def quantize(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor, *, df: floa
     return _result(x_best, x0, found | start_adv, best_lam, oracle)
 
 
-def _result(xq: Tensor, x0: Tensor, success: Tensor, lam: Tensor, oracle: LossOracle) -> QuantizeResult:
-    return QuantizeResult(
-        x_q=xq.round().clamp(0, 255).to(torch.uint8), success=success, distortion=distortion(xq, x0),
-        lam=lam, gradients=oracle.gradients.clone(), forwards=oracle.forwards.clone(),
+def _result(xq: Tensor, x0: Tensor, success: Tensor, lam: Tensor, oracle: LossOracle) -> QuantizedImages:
+    return QuantizedImages(
+        pixels=xq.round().clamp(0, 255).to(torch.uint8), success=success, distortion=distortion(xq, x0),
+        lam=lam, gradients=oracle.gradients.clone(), forwards=oracle.forwards.clone(), suffix=".png",
     )
 
 
 def round_pixels(x_adv: Tensor, scale: float = 1.0) -> Tensor:
     """Plain rounding of float pixels to uint8 (the baseline the thesis contrasts, Table 7.1)."""
     return _as_pixels(x_adv, scale).round().clamp(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def _checked(model: nn.Module, x0: Tensor, x: Tensor, y: Tensor | Criterion, targeted: bool, suffix: str,
+             pixels: Tensor) -> QuantizedImages:
+    """Evaluate already-chosen images x once (one forward) and wrap them."""
+    oracle = LossOracle(model, y, targeted, max_gradients=0, max_forwards=1)
+    ok = oracle.success(oracle.logits(x)) if len(x) else torch.zeros(0, dtype=torch.bool, device=x.device)
+    lam = torch.zeros(len(x), device=x.device)
+    return QuantizedImages(pixels=pixels, success=ok, distortion=distortion(x, x0), lam=lam,
+                           gradients=oracle.gradients.clone(), forwards=oracle.forwards.clone(), suffix=suffix)
+
+
+@register("smart", suffix=".png", gradients=1,
+          description="§7.2 smart quantization to 8-bit PNG (eqs. 7.8, 7.15, 7.16; λ searched on the quantized image)")
+def smart(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
+          targeted: bool = False, cost: Tensor | None = None, steps: int = 10, **_: object) -> QuantizedImages:
+    return quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, cost=cost, steps=steps)
+
+
+@register("round", suffix=".png", gradients=0, uses_df=False,
+          description="plain rounding to 8-bit PNG (the baseline Table 7.1 contrasts)")
+def rounding(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
+             **_: object) -> QuantizedImages:
+    xq = round_pixels(x_adv)
+    return _checked(model, x0.float(), xq.float(), y, targeted, ".png", xq)
+
+
+@register("none", suffix=".npy", gradients=0, uses_df=False,
+          description="no quantization: the attack's float pixels, kept as .npy (not an image)")
+def no_quantization(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
+                    **_: object) -> QuantizedImages:
+    xa = x_adv.detach().float().clamp(0, 255)
+    return _checked(model, x0.float(), xa, y, targeted, ".npy", xa)

@@ -1,0 +1,102 @@
+"""What "adversarial" means: a criterion is a loss that is negative exactly on success.
+
+Attacks, quantizers and the engine ask a criterion, never an argmax test of their own, so that
+new targets (a detector, a regressor's score) plug in without touching them. Label criteria
+carry ``labels`` for the attacks that need them (DDN's cross-entropy, decision-based attacks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+from .losses import adversarial_loss
+
+
+@runtime_checkable
+class Criterion(Protocol):
+    """``loss(logits) -> (N,)`` negative exactly where ``success(logits) -> (N,) bool`` holds.
+
+    ``subset(idx)`` restricts the criterion to some images (idx: long indices or a bool mask).
+    ``describe()`` names it in stored settings.
+    """
+
+    def loss(self, logits: Tensor) -> Tensor: ...
+    def success(self, logits: Tensor) -> Tensor: ...
+    def subset(self, idx: Tensor) -> "Criterion": ...
+    def describe(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class Misclassification:
+    """Untargeted: leave class ``labels`` (N,). Loss eq. 4.15-4.16 on logits."""
+
+    labels: Tensor
+    targeted = False
+
+    def loss(self, logits: Tensor) -> Tensor:
+        return adversarial_loss(logits, self.labels.to(logits.device), targeted=False)
+
+    def success(self, logits: Tensor) -> Tensor:
+        return logits.argmax(1) != self.labels.to(logits.device)
+
+    def subset(self, idx: Tensor) -> "Misclassification":
+        return Misclassification(self.labels[idx.to(self.labels.device)])
+
+    def describe(self) -> dict:
+        return {"criterion": "misclassification"}
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class TargetedMisclassification:
+    """Targeted: be classified as ``labels`` (N,) (the targets). Loss ``max_{k≠t} l_k − l_t``."""
+
+    labels: Tensor
+    targeted = True
+
+    def loss(self, logits: Tensor) -> Tensor:
+        return adversarial_loss(logits, self.labels.to(logits.device), targeted=True)
+
+    def success(self, logits: Tensor) -> Tensor:
+        return logits.argmax(1) == self.labels.to(logits.device)
+
+    def subset(self, idx: Tensor) -> "TargetedMisclassification":
+        return TargetedMisclassification(self.labels[idx.to(self.labels.device)])
+
+    def describe(self) -> dict:
+        return {"criterion": "targeted"}
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+LabelCriterion = Misclassification | TargetedMisclassification
+
+
+def as_criterion(y: "Tensor | Criterion", targeted: bool = False) -> Criterion:
+    """A criterion from labels (N,) and ``targeted``, or ``y`` itself if it already is one."""
+    if isinstance(y, Tensor):
+        if y.ndim != 1:
+            raise ValueError(f"labels must have shape (N,), got {tuple(y.shape)}")
+        return TargetedMisclassification(y.long()) if targeted else Misclassification(y.long())
+    if isinstance(y, Criterion):
+        return y
+    raise TypeError(f"expected labels (N,) or a Criterion, got {type(y).__name__}")
+
+
+def label_criterion(y: "Tensor | Criterion", targeted: bool, attack: str) -> LabelCriterion:
+    """For attacks that need class labels: refuse other criteria with a clear message."""
+    crit = as_criterion(y, targeted)
+    if not isinstance(crit, (Misclassification, TargetedMisclassification)):
+        raise TypeError(f"{attack} needs a label criterion (misclassification, targeted); got {type(crit).__name__}")
+    return crit
+
+
+def criterion_size(crit: Criterion) -> int:
+    """Number of images a criterion is about (``len`` when it has one)."""
+    return len(crit)  # type: ignore[arg-type]

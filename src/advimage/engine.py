@@ -1,0 +1,396 @@
+"""The one engine from files to verified files.
+
+read → label → attack → quantize → encode → decode → verify, for a batch of image files, as a
+*pure* worker (:func:`run_batch`: no file is written; rows carry the encoded bytes) and a
+driver that commits (:func:`write_outputs`, :func:`attack_files`). ``advimage attack``,
+``advimage demo``, ``advimage bench`` and the experiments all call :func:`run_batch`.
+
+Sizes (``Settings.size``):
+
+* ``native`` (default): the attack and the quantizer work on the file's own pixels, through the
+  model's eval transform as a differentiable layer (:class:`~advimage.models.protocol.ResizedClassifier`,
+  thesis Ch. 9 Scenario B); the written file has the original's size. ``victim`` picks the
+  transform the attack goes through: ``pil`` (Pillow's 8-bit resize, reproduced exactly) or
+  ``float`` (torchvision's float resize). Files are verified through *both* real pipelines
+  (:mod:`advimage.verify`), and ``verified`` requires both.
+* ``model``: the original is resized and centre-cropped first (Scenario A); the file has the
+  model's input size and is verified as it is.
+
+Budget: ``steps`` is what the attack's registry entry counts (gradients for white-box attacks,
+queries for black-box ones). For white-box attacks it covers the quantizer too: the attack gets
+``steps`` minus the quantizer's gradients, so reported gradients never exceed ``steps``.
+Forward passes are counted and reported, not capped (except each quantizer's own λ search).
+
+Conventions: an original that already satisfies the criterion (misclassified, or already the
+target) is not attacked: status ``misclassified``, distortion 0, no file (thesis §6.2.4). A file
+is written only when it is verified; a failed image keeps its row (status ``failed``) and the
+bytes of the best attempt in ``data`` for whoever wants them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from . import codec, verify
+from .attacks import spec as attack_spec
+from .criteria import Misclassification, TargetedMisclassification
+from .data import ImageItem
+from .distortion import distortion, psnr
+from .images import ImageReadError, load_for_model, read_image
+from .quantize import spec as quantizer_spec
+
+SIZES = ("native", "model")
+VICTIMS = ("pil", "float")
+STATUSES = ("fooled", "failed", "misclassified", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the engine does to every image (all of it enters :meth:`identity`).
+
+    attack: registered attack; steps: its budget (see the module docstring); quantizers: one or
+    more registered quantizers applied to the same attack output (one row each); df, quality:
+    quantizer options; target: class index for a targeted attack; size: ``native`` or ``model``;
+    victim: ``pil`` or ``float`` (native size); downscaler: override of the resize method (a name
+    of :data:`advimage.resize.RESIZE_METHODS`); seed: torch seed and the attack's ``seed``;
+    attack_params: extra attack hyperparameters.
+    """
+
+    attack: str = "bp"
+    steps: int = 100
+    quantizers: tuple[str, ...] = ("smart",)
+    df: float = 1.0
+    quality: int = 90
+    target: int | None = None
+    size: str = "native"
+    victim: str = "pil"
+    downscaler: str | None = None
+    seed: int = 0
+    attack_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        a = attack_spec(self.attack)  # unknown names raise with the valid ones
+        for q in self.quantizers:
+            quantizer_spec(q)
+        if not self.quantizers:
+            raise ValueError("at least one quantizer is needed")
+        a.settings(**self.attack_params)
+        if self.size not in SIZES:
+            raise ValueError(f"unknown size {self.size!r}; valid: {', '.join(SIZES)}")
+        if self.victim not in VICTIMS:
+            raise ValueError(f"unknown victim {self.victim!r}; valid: {', '.join(VICTIMS)}")
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality}")
+        if not (math.isinf(self.df) or (self.df >= 0 and self.df == int(self.df))):
+            raise ValueError(f"df must be a non-negative integer or inf, got {self.df}")
+        if self.downscaler is not None:
+            from .resize import RESIZE_METHODS
+            if self.downscaler not in RESIZE_METHODS:
+                raise ValueError(f"unknown downscaler {self.downscaler!r}; valid: {', '.join(RESIZE_METHODS)}")
+        if not a.black_box and self.steps <= self.quantizer_gradients:
+            raise ValueError(f"steps must exceed the quantizer's {self.quantizer_gradients} gradient(s)")
+
+    @property
+    def quantizer_gradients(self) -> int:
+        return 0 if attack_spec(self.attack).black_box else max(quantizer_spec(q).gradients for q in self.quantizers)
+
+    @property
+    def attack_steps(self) -> int:
+        """The attack's own budget: ``steps`` less the quantizer's gradients (white box)."""
+        return self.steps - self.quantizer_gradients
+
+    def effective_quantizer(self, name: str) -> str:
+        """Black-box attacks already output integers: gradient quantizers become ``round`` for them."""
+        if attack_spec(self.attack).black_box and quantizer_spec(name).gradients > 0:
+            return "round"
+        return name
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the rows (for a store's settings hash): attack with its
+        effective hyperparameters and budget unit, quantizers and their options, size, victim."""
+        a = attack_spec(self.attack)
+        out: dict[str, Any] = {
+            "attack": self.attack, "attack_params": a.settings(**self.attack_params), "budget": self.steps,
+            "budget_unit": a.budget, "black_box": a.black_box, "seed": self.seed, "targeted": self.target is not None,
+            "target": self.target, "size": self.size,
+            "quantizers": [quantizer_spec(self.effective_quantizer(q)).settings(self.df, self.quality)
+                           for q in self.quantizers],
+        }
+        if self.size == "native":
+            out.update(victim=self.victim, downscaler=self.downscaler)
+        return out
+
+
+@dataclass
+class Row:
+    """One image × quantizer, as verified on the encoded file (pixels in [0, 255]).
+
+    status: fooled | failed | misclassified | error. distortion: eq. 6.2 of the file against the
+    original at the file's size; distortion_model: the same at the model's input (both through
+    torchvision's float eval transform) for native-size runs; compression_distortion: the plain
+    JPEG of the original at ``quality`` (JPEG runs: most of d is the compression itself).
+    verified: the file satisfies the criterion on every verification path; verified_paths: per
+    path (``model``, ``float``, ``pil``). seconds: the batch's wall time divided by its images.
+    data: the file bytes (not in :meth:`to_dict`); output: the written path, once written.
+    """
+
+    file: str
+    key: str
+    quantizer: str = ""
+    status: str = "error"
+    label: int | None = None
+    label_source: str = ""
+    label_name: str = ""
+    target: int | None = None
+    original_prediction: int | None = None
+    adversarial_label: int | None = None
+    adversarial_name: str = ""
+    width: int | None = None
+    height: int | None = None
+    distortion: float | None = None
+    psnr: float | None = None
+    distortion_model: float | None = None
+    compression_distortion: float | None = None
+    attack_success: bool | None = None
+    attack_distortion: float | None = None
+    quantize_success: bool | None = None
+    lam: float | None = None
+    gradients: int = 0
+    forwards: int = 0
+    queries: int = 0
+    verified: bool = False
+    verified_paths: dict[str, bool | None] = field(default_factory=dict)
+    seconds: float = 0.0
+    suffix: str = ""
+    output: str | None = None
+    error: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: no bytes; non-finite floats become None (PSNR of an unchanged file: None)."""
+        d = asdict(self)
+        d.pop("data")
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _num(x: Tensor | float | None) -> float | None:
+    if x is None:
+        return None
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def attacked_model(model, settings: Settings):
+    """The classifier the attack and the quantizer go through: the model itself at model size,
+    the model behind its eval transform (victim's resize method) at native size."""
+    if settings.size == "model":
+        return model
+    from .models.protocol import ResizedClassifier, victim_method
+
+    return ResizedClassifier(model, victim_method(model.config, settings.victim, settings.downscaler))
+
+
+def verification_paths(settings: Settings) -> tuple[str, ...]:
+    return ("model",) if settings.size == "model" else ("float", "pil")
+
+
+def _read(item: ImageItem, model, settings: Settings) -> Tensor:
+    if settings.size == "model":
+        return load_for_model(item.path, model.config)
+    return read_image(item.path)
+
+
+def run_batch(model, items: Sequence[ImageItem], settings: Settings, keys: Sequence[str] | None = None,
+              *, attacked=None) -> list[Row]:
+    """Attack, quantize, encode and verify a batch of image files; nothing is written.
+
+    model: a classifier at its own resolution (see :mod:`advimage.models.protocol`). keys: names
+    of the images in the rows (default: the paths). attacked: the classifier to attack, if not
+    :func:`attacked_model` (e.g. a cached one). Returns one row per (item, quantizer), items in
+    order; unreadable files become ``error`` rows.
+    """
+    t0 = time.perf_counter()
+    keys = list(keys) if keys is not None else [str(it.path) for it in items]
+    attacked = attacked if attacked is not None else attacked_model(model, settings)
+    rows: dict[int, list[Row]] = {}
+    groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = {}
+    for i, item in enumerate(items):
+        try:
+            x = _read(item, model, settings)
+        except ImageReadError as exc:
+            rows[i] = [Row(file=str(item.path), key=keys[i], quantizer=q, label=item.label, error=str(exc))
+                       for q in settings.quantizers]
+            continue
+        groups.setdefault(tuple(x.shape), []).append((i, x))
+    for members in groups.values():  # native sizes differ: one attack call per size
+        idx = [i for i, _ in members]
+        out = _run_group(model, attacked, [items[i] for i in idx], [keys[i] for i in idx],
+                         torch.stack([x for _, x in members]), settings)
+        for i, r in zip(idx, out):
+            rows[i] = r
+    seconds = (time.perf_counter() - t0) / max(1, len(items))
+    flat = [r for i in range(len(items)) for r in rows[i]]
+    for r in flat:
+        r.seconds = seconds
+    return flat
+
+
+def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: Tensor,
+               settings: Settings) -> list[list[Row]]:
+    dev = model.device
+    x0 = x0_u8.to(dev).float()
+    n = x0.shape[0]
+    logits0 = _logits(attacked, x0)
+    pred0 = logits0.argmax(1)
+    labels = torch.tensor([it.label if it.label is not None else int(p) for it, p in zip(items, pred0)],
+                          dtype=torch.long, device=dev)
+    targeted = settings.target is not None
+    crit = (TargetedMisclassification(torch.full_like(labels, settings.target)) if targeted
+            else Misclassification(labels))
+    already = crit.success(logits0)
+    todo = (~already).nonzero().flatten()
+    aspec = attack_spec(settings.attack)
+    base_rows = []
+    for j, (it, key) in enumerate(zip(items, keys)):
+        base_rows.append(dict(file=str(it.path), key=key, label=int(labels[j]),
+                              label_source="file" if it.label is not None else "model",
+                              label_name=model.class_name(int(labels[j])), target=settings.target,
+                              original_prediction=int(pred0[j]), height=int(x0.shape[-2]), width=int(x0.shape[-1])))
+    result: list[list[Row]] = [[] for _ in range(n)]
+    for j in already.nonzero().flatten().tolist():  # already adversarial: not attacked
+        for q in settings.quantizers:
+            result[j].append(Row(**base_rows[j], quantizer=settings.effective_quantizer(q), status="misclassified",
+                                 adversarial_label=int(pred0[j]), adversarial_name=model.class_name(int(pred0[j])),
+                                 distortion=0.0, verified=True, forwards=1))
+    if not todo.numel():
+        return result
+    sub = crit.subset(todo)
+    xs, xs_u8 = x0[todo], x0_u8[todo]
+    x_start = xs
+    compression: Tensor | None = None
+    if any(settings.effective_quantizer(q) == "jpeg" for q in settings.quantizers):
+        from .jpeg.io import compress
+        # thesis §7.4.1: the attack starts from the JPEG-compressed original
+        plain = compress(xs_u8.cpu(), settings.quality).to(dev).float()
+        compression = distortion(plain, xs)
+        if all(settings.effective_quantizer(q) == "jpeg" for q in settings.quantizers):
+            x_start = plain
+    torch.manual_seed(settings.seed)
+    params = dict(settings.attack_params)
+    if aspec.seeded:
+        params["seed"] = settings.seed
+    res = aspec.run(attacked, x_start, sub, steps=settings.attack_steps, targeted=targeted, **params)
+    for q in settings.quantizers:
+        qname = settings.effective_quantizer(q)
+        qs = quantizer_spec(qname)
+        qr = qs.run(attacked, xs, res.x_adv, sub, df=settings.df, quality=settings.quality, targeted=targeted)
+        for m, j in enumerate(todo.tolist()):
+            data = qr.encode(m)
+            row = Row(**base_rows[j], quantizer=qname, suffix=qs.suffix, data=data,
+                      attack_success=bool(res.success[m]), attack_distortion=_num(res.distortion[m]),
+                      quantize_success=bool(qr.success[m]), lam=_num(qr.lam[m]),
+                      gradients=int(res.gradients[m]) + int(qr.gradients[m]),
+                      forwards=1 + int(res.forwards[m]) + int(qr.forwards[m]), queries=int(res.queries[m]),
+                      compression_distortion=None if compression is None or qname != "jpeg"
+                      else _num(compression[m]))
+            _verify(row, model, x0_u8[j], sub.subset(torch.tensor([m], device=dev)), settings)
+            result[j].append(row)
+    return result
+
+
+@torch.no_grad()
+def _logits(model, x: Tensor, batch_size: int = 32) -> Tensor:
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
+    """Decode the row's bytes, classify them through every verification path, fill the row."""
+    assert row.data is not None
+    x_file = codec.decode(row.data, row.suffix).float()
+    if tuple(x_file.shape) != tuple(x0_u8.shape):
+        raise RuntimeError(f"{row.file}: the file decodes to {tuple(x_file.shape)}, not {tuple(x0_u8.shape)}")
+    row.distortion = _num(distortion(x_file[None], x0_u8[None].float())[0])
+    row.psnr = _num(psnr(x_file[None], x0_u8[None].float())[0])
+    inputs = verify.model_inputs(row.data, row.suffix, model.config, verification_paths(settings))
+    paths: dict[str, bool | None] = {}
+    pred_main = None
+    for p, xin in inputs.items():
+        if xin is None:
+            paths[p] = None
+            continue
+        logits = model(xin[None].to(model.device))
+        paths[p] = bool(crit.success(logits)[0])
+        if pred_main is None or p == "pil":
+            pred_main = int(logits.argmax(1)[0])
+    row.verified_paths = paths
+    row.verified = all(v for v in paths.values() if v is not None) and any(v is not None for v in paths.values())
+    row.adversarial_label = pred_main
+    row.adversarial_name = model.class_name(pred_main) if pred_main is not None else ""
+    row.status = "fooled" if row.verified else "failed"
+    if settings.size == "native":
+        a = verify.eval_float(x_file, model.config)
+        b = verify.eval_float(x0_u8.float(), model.config)
+        row.distortion_model = _num(distortion(a[None], b[None])[0])
+
+
+# -- the driver: writes what the worker made --------------------------------------------------
+def output_name(item_stem: str, suffix: str) -> str:
+    """``<stem>_adv<suffix>``: written files keep the original file's stem."""
+    return f"{item_stem}_adv{suffix}"
+
+
+def write_outputs(rows: Iterable[Row], out_dir: str | Path, *, multi: bool = False,
+                  original: Callable[[Row], Tensor] | None = None) -> None:
+    """Write the verified rows' files into ``out_dir`` (atomically) and set ``row.output``.
+
+    multi: several quantizers per image: name files ``<stem>_<quantizer>_adv<suffix>``.
+    original: if given, ``row -> uint8 (3, H, W)`` original pixels, and a ``<stem>_compare.png``
+    (original | adversarial | amplified perturbation) is written beside each file.
+    """
+    out_dir = Path(out_dir)
+    for r in rows:
+        if r.status != "fooled" or r.data is None:
+            continue
+        stem = Path(r.file).stem + (f"_{r.quantizer}" if multi else "")
+        r.output = str(codec.write_atomic(out_dir / output_name(stem, r.suffix), r.data))
+        if original is not None and r.suffix != ".npy":
+            from .figures import save_comparison
+            psnr_text = f"{r.psnr:.1f} dB" if r.psnr is not None else "identical"
+            save_comparison(out_dir / f"{stem}_compare.png", original(r), codec.decode(r.data, r.suffix),
+                            f"original: {r.label_name}", f"{r.adversarial_name} (d={r.distortion:.3f}, {psnr_text})")
+
+
+def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, settings: Settings | None = None, *,
+                 batch_size: int = 8, progress: bool = True, figures: bool = True, console: Any = None,
+                 **kwargs: Any) -> list[Row]:
+    """Attack every item in batches with a progress bar, write verified files, return the rows.
+
+    ``settings`` or its fields as keyword arguments (``attack=``, ``steps=``, ``quantizers=`` ...).
+    """
+    from .progress import progress_bar
+
+    settings = settings or Settings(**kwargs)
+    attacked = attacked_model(model, settings)
+    out: list[Row] = []
+    with progress_bar(progress, console) as bar:
+        task = bar.add_task("attack", total=len(items), status="")
+        for s in range(0, len(items), batch_size):
+            batch = list(items[s:s + batch_size])
+            rows = run_batch(model, batch, settings, attacked=attacked)
+            write_outputs(rows, out_dir, multi=len(settings.quantizers) > 1,
+                          original=(lambda r: _read(ImageItem(Path(r.file)), model, settings)) if figures else None)
+            out.extend(rows)
+            done = [r for r in out if r.status != "error"]
+            bar.update(task, advance=len(batch),
+                       status=f"fooled {sum(r.status in ('fooled', 'misclassified') for r in done)}/{len(done)}")
+    return out

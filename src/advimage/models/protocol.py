@@ -1,0 +1,89 @@
+"""The classifier protocol that plain, defended, resized (native-size) and ensemble models share.
+
+A classifier maps float pixels (N, 3, H, W) in [0, 255] to logits (N, C) and knows its
+``config`` (what input it expects), ``class_names``, ``device``; ``predict`` gives classes
+without gradient. The engine and the bench accept anything that implements it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from .classifier import ModelConfig
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    config: ModelConfig
+    class_names: list[str]
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+    @property
+    def device(self) -> torch.device: ...
+    def predict(self, x: Tensor, batch_size: int = 64) -> Tensor: ...
+    def class_name(self, index: int) -> str: ...
+
+
+class WrappedClassifier(nn.Module):
+    """Base of classifiers built around another one (``self.base``): a front-end layer
+    (``front``) before it. Subclasses set ``front``; config, class names and device are the base's."""
+
+    def __init__(self, base: nn.Module, front: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.front = front
+        self.config = base.config
+        self.class_names = list(base.class_names)
+        self.eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(self.front(x))
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 64) -> Tensor:
+        out = [self(x[i:i + batch_size].to(self.device).float()).argmax(1) for i in range(0, len(x), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+    def class_name(self, index: int) -> str:
+        return self.base.class_name(index)
+
+
+class ResizedClassifier(WrappedClassifier):
+    """A model-resolution classifier behind its eval transform, as a differentiable layer
+    (thesis Ch. 9, Scenario B, eq. 9.5: the downscaler D is layer 0 and gradients flow through Dᵀ).
+
+    Input: float pixels (N, 3, H, W) of any size; the shorter side is resized to
+    ``floor(input_size / crop_pct)`` with ``method`` (see :mod:`advimage.resize`), then centre
+    cropped to ``input_size``. ``method`` "pil-bicubic" reproduces Pillow's 8-bit resize exactly
+    (rounding included, straight-through gradient); "torch-bicubic" is torchvision's float resize.
+    """
+
+    def __init__(self, base: nn.Module, method: str) -> None:
+        from ..resize import EvalTransform
+
+        c = base.config
+        super().__init__(base, EvalTransform(c.input_size, c.crop_pct, method))
+        self.method = method
+
+    def extra_repr(self) -> str:
+        return f"method={self.method!r}"
+
+
+def victim_method(config: ModelConfig, victim: str, downscaler: str | None = None) -> str:
+    """The resize method of a victim pipeline: ``pil`` (Pillow's 8-bit resize, what timm and
+    torchvision do on PIL images) or ``float`` (torchvision's resize on a float tensor), with the
+    model's own interpolation; ``downscaler`` (a name of :data:`advimage.resize.RESIZE_METHODS`)
+    overrides it."""
+    if downscaler:
+        return downscaler
+    if victim not in ("pil", "float"):
+        raise ValueError(f"unknown victim {victim!r}; valid: pil, float")
+    interp = config.interpolation if config.interpolation in ("bicubic", "bilinear") else "bicubic"
+    return f"{'pil' if victim == 'pil' else 'torch'}-{interp}"

@@ -1,0 +1,84 @@
+"""Budgets, counted in one place: every model evaluation of attacks and quantizers goes
+through a :class:`LossOracle` (gradients and forward passes) or a :class:`LabelOracle`
+(label-only queries), which charge each image and refuse to exceed a budget.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .criteria import Criterion, as_criterion
+
+#: loss_fn(logits, labels, targeted) -> (N,), for attacks that descend another loss than the criterion's
+LossFn = Callable[[Tensor, Tensor, bool], Tensor]
+
+
+class BudgetExceeded(RuntimeError):
+    """Raised when an attack or a quantizer asks for more gradients or queries than its budget."""
+
+
+class _Counter:
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.gradients = torch.zeros(n, dtype=torch.long, device=device)
+        self.forwards = torch.zeros(n, dtype=torch.long, device=device)
+
+    @staticmethod
+    def charge(counter: Tensor, limit: int | None, what: str, mask: Tensor | None) -> None:
+        inc = torch.ones_like(counter) if mask is None else mask.long()
+        if limit is not None and bool(((counter + inc) > limit).any()):
+            raise BudgetExceeded(f"asked for more than {limit} {what} per image")
+        counter += inc
+
+
+class LossOracle(_Counter):
+    """A model and a criterion: the loss, its gradient and success, with per-image counting.
+
+    y: (N,) labels (with ``targeted``) or any :class:`~advimage.criteria.Criterion`.
+    Every image of the batch takes part in each pass; a pass that would take an image over
+    ``max_gradients`` / ``max_forwards`` raises :class:`BudgetExceeded`.
+    """
+
+    def __init__(self, model: nn.Module, y: Tensor | Criterion, targeted: bool = False,
+                 max_gradients: int | None = None, max_forwards: int | None = None) -> None:
+        self.model = model
+        self.criterion = as_criterion(y, targeted)
+        self.targeted = bool(getattr(self.criterion, "targeted", targeted))
+        labels = getattr(self.criterion, "labels", None)
+        self.y = labels
+        n = len(self.criterion)  # type: ignore[arg-type]
+        device = labels.device if labels is not None else torch.device("cpu")
+        super().__init__(n, device)
+        self.max_gradients = max_gradients
+        self.max_forwards = max_forwards
+
+    def loss_and_grad(self, x: Tensor, loss_fn: LossFn | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Loss (N,), its gradient w.r.t. x (N, 3, H, W) and logits (N, C) at float pixels x.
+
+        loss_fn(logits, labels, targeted) -> (N,) replaces the criterion's loss (e.g. DDN's
+        cross-entropy); success is always the criterion's.
+        """
+        self.charge(self.gradients, self.max_gradients, "gradients", None)
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model(x)
+            if loss_fn is None:
+                loss = self.criterion.loss(logits)
+            else:
+                loss = loss_fn(logits, self.y.to(logits.device), self.targeted)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), grad.detach(), logits.detach()
+
+    @torch.no_grad()
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits (N, C) without gradient; counted as one forward pass."""
+        self.charge(self.forwards, self.max_forwards, "forward passes", None)
+        return self.model(x)
+
+    def success(self, logits: Tensor) -> Tensor:
+        return self.criterion.success(logits)
+
+    def loss(self, logits: Tensor) -> Tensor:
+        return self.criterion.loss(logits)

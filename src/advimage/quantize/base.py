@@ -1,0 +1,144 @@
+"""The quantizer contract: one result type, a registry, and eq. 7.16.
+
+A quantizer turns float adversarial samples into a real file format and says whether the
+*quantized* images still satisfy the criterion::
+
+    fn(model, x0, x_adv, criterion, *, df, quality, cost, steps) -> QuantizedImages
+
+x0: (N, 3, H, W) original integral pixels; x_adv: (N, 3, H, W) float pixels in [0, 255];
+criterion: labels are wrapped by :func:`advimage.criteria.as_criterion`. ``cost``: per-element
+weights w > 0 of a quadratic cost Σ w k² on the integer perturbation k (pixels for spatial
+quantizers, DCT coefficients for JPEG); None = ones = squared L2 (Ch. 7). Steganographic costs
+(Ch. 8) plug in through it. ``steps``: the quantizer's forward-pass budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class QuantizedImages:
+    """What every quantizer returns (tensors on the input's device, per image (N,) unless said).
+
+    pixels: (N, 3, H, W) the image a victim decodes: uint8 for image formats (for JPEG, the
+        decoded file), float32 for ``none``. coefficients: (N, 3, Hb, Wb, 8, 8) int32 JPEG
+        coefficients, or None. success: the quantized image satisfies the criterion (model
+        evaluated on ``pixels``). distortion: eq. 6.2 of ``pixels`` against x0. lam: the
+        Lagrange multiplier kept (0 where not used, nan where the search failed).
+    gradients, forwards: passes spent. suffix: file suffix. quality: JPEG quality or None.
+    """
+
+    pixels: Tensor
+    success: Tensor
+    distortion: Tensor
+    lam: Tensor
+    gradients: Tensor
+    forwards: Tensor
+    suffix: str
+    coefficients: Tensor | None = None
+    quality: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def encode(self, i: int) -> bytes:
+        """The file bytes of image ``i`` (PNG, JPEG or .npy by ``suffix``)."""
+        from .. import codec
+
+        if self.suffix == ".npy":
+            return codec.encode_npy(self.pixels[i])
+        if self.suffix == ".jpg":
+            if self.coefficients is None or self.quality is None:
+                return codec.encode_jpeg(self.pixels[i].cpu(), self.quality or 90)
+            return codec.encode_coefficients(self.coefficients[i].cpu(), self.quality, tuple(self.pixels.shape[-2:]))
+        return codec.encode_png(self.pixels[i].cpu())
+
+
+QuantizerFn = Callable[..., QuantizedImages]
+
+
+@dataclass(frozen=True)
+class QuantizerSpec:
+    """A registered quantizer: its function, file suffix, the most gradients it uses per image
+    (the engine keeps them inside the user's budget), and what it is."""
+
+    name: str
+    run: QuantizerFn
+    suffix: str
+    gradients: int
+    description: str
+    uses_df: bool = True
+    uses_quality: bool = False
+
+    def settings(self, df: float, quality: int, cost: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"quantizer": self.name}
+        if self.uses_df:
+            out["df"] = df
+        if self.uses_quality:
+            out["quality"] = quality
+        if cost:
+            out["cost"] = cost
+        return out
+
+
+_QUANTIZERS: dict[str, QuantizerSpec] = {}
+
+
+class UnknownQuantizerError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register(name: str, *, suffix: str, gradients: int, description: str, uses_df: bool = True,
+             uses_quality: bool = False) -> Callable[[QuantizerFn], QuantizerFn]:
+    """Register a quantizer function under ``name`` (decorator)."""
+    def deco(fn: QuantizerFn) -> QuantizerFn:
+        _QUANTIZERS[name] = QuantizerSpec(name, fn, suffix, gradients, description, uses_df, uses_quality)
+        return fn
+    return deco
+
+
+def names() -> list[str]:
+    """Registered quantizer names."""
+    return list(_QUANTIZERS)
+
+
+def spec(name: str) -> QuantizerSpec:
+    try:
+        return _QUANTIZERS[name]
+    except KeyError:
+        raise UnknownQuantizerError(f"unknown quantizer {name!r}; valid quantizers: {', '.join(names())}") from None
+
+
+def critical_lambda(loss: Tensor, u: Tensor, g: Tensor, cost: Tensor | None = None) -> Tensor:
+    """Eq. 7.16: ``λ_c = 2 (L_adv(x_a) − uᵀg) / Σ g²/w`` per image (N,) (w = cost, ones by default).
+
+    λ_c cancels the linearized loss for the unclipped minimizer k = −λ g / (2w). Where it is not
+    a positive finite number (a zero gradient, or an ``x_a`` on the wrong side of its
+    linearization), the scale ``2 ||u|| / ||g||`` (the step as long as the perturbation) is used,
+    or 1 if that is not positive either.
+    """
+    g2 = (g.pow(2) if cost is None else g.pow(2) / cost).flatten(1).sum(1)
+    lam = 2 * (loss - (u * g).flatten(1).sum(1)) / g2
+    fallback = 2 * u.flatten(1).norm(dim=1) / g.flatten(1).norm(dim=1)
+    fallback = torch.where(torch.isfinite(fallback) & (fallback > 0), fallback, torch.ones_like(fallback))
+    return torch.where(torch.isfinite(lam) & (lam > 0), lam, fallback)
+
+
+def check_cost(cost: Tensor | None, like: Tensor) -> Tensor | None:
+    """Validate a cost map: the shape of ``like`` (or broadcastable), finite and > 0."""
+    if cost is None:
+        return None
+    cost = cost.to(like.device, like.dtype)
+    try:
+        torch.broadcast_shapes(cost.shape, like.shape)
+    except RuntimeError:
+        raise ValueError(f"cost map of shape {tuple(cost.shape)} does not fit {tuple(like.shape)}") from None
+    if not bool(torch.isfinite(cost).all()) or bool((cost <= 0).any()):
+        raise ValueError("cost map must be finite and > 0 everywhere")
+    return cost

@@ -1,0 +1,64 @@
+"""Verification of written files through the victim's real pipelines, independent of the
+attacked layers: the file's bytes are decoded by Pillow and classified the ways users meet.
+
+* ``model``: the decoded pixels as they are (files written at the model's resolution);
+* ``float``: torchvision's ``resize`` (shorter side, the model's interpolation, antialias) and
+  ``center_crop`` on the decoded *float tensor*;
+* ``pil``: torchvision's ``Resize`` + ``CenterCrop`` on the decoded *PIL image* (Pillow's
+  resampling, 8-bit rounding after the resize: what timm's and torchvision's default eval
+  transforms do), then to a tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import codec
+
+PATHS = ("model", "float", "pil")
+
+
+def _interp(name: str):
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode(name if name in ("bicubic", "bilinear", "nearest") else "bicubic")
+
+
+def eval_float(x: Tensor, config) -> Tensor:
+    """torchvision's eval transform on float pixels (3, H, W) -> (3, S, S) float."""
+    import torchvision.transforms.functional as TF
+
+    short = math.floor(config.input_size / config.crop_pct)
+    x = TF.resize(x.float(), [short], interpolation=_interp(config.interpolation), antialias=True)
+    return TF.center_crop(x, [config.input_size, config.input_size])
+
+
+def eval_pil(img: Image.Image, config) -> Tensor:
+    """torchvision's eval transform on a PIL image (Pillow resize, 8-bit) -> (3, S, S) float."""
+    import torchvision.transforms.functional as TF
+
+    short = math.floor(config.input_size / config.crop_pct)
+    img = TF.center_crop(TF.resize(img, [short], interpolation=_interp(config.interpolation)),
+                         [config.input_size, config.input_size])
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+
+
+def model_inputs(data: bytes, suffix: str, config, paths: tuple[str, ...]) -> dict[str, Tensor | None]:
+    """What each verification path feeds the model for one file's bytes: {path: (3, S, S) or None}."""
+    x = codec.decode(data, suffix)
+    out: dict[str, Tensor | None] = {}
+    for p in paths:
+        if p == "model":
+            out[p] = x.float()
+        elif p == "float":
+            out[p] = eval_float(x.float(), config)
+        elif p == "pil":
+            out[p] = None if suffix == ".npy" else eval_pil(codec.decode_pil(data), config)
+        else:
+            raise ValueError(f"unknown verification path {p!r}; valid: {', '.join(PATHS)}")
+    return out
