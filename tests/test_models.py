@@ -51,6 +51,7 @@ def test_unknown_model_lists_valid_names():
 
 
 def test_missing_hub_weights_fail_fast_with_advice(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADVIMAGE_OFFLINE", "1")  # never try the network in this test
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(WeightsError, match="no local weights"):
