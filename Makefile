@@ -1,0 +1,25 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each creates and fills .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Extra pip options for the install, e.g. a CPU-only torch:  make PIP_EXTRA="--index-url URL" ...
+PIP_EXTRA ?=
+
+.PHONY: demo test install clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(BIN)/python -m pip install --disable-pip-version-check -q $(PIP_EXTRA) -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/advimage demo
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,128 @@
+"""The seams: a quantizer added in one file plus registration runs through the engine, the
+attack registry declares what it needs, the public API is pinned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import advimage
+from advimage import quantize
+from advimage.data import ImageItem
+from advimage.engine import Row, Settings, run_batch
+from advimage.oracle import LossOracle
+
+
+def test_public_api_is_pinned():
+    assert sorted(advimage.__all__) == sorted([
+        "AttackResult", "Criterion", "ImageItem", "ImageReadError", "Misclassification", "ModelConfig",
+        "PixelClassifier", "QuantizedImages", "Row", "Settings", "TargetedMisclassification", "attack",
+        "attack_files", "attack_names", "discover", "distortion", "load_for_model", "load_model", "model_names",
+        "psnr", "quantize", "quantize_jpeg", "quantize_spatial", "read_image", "round_pixels", "run_batch",
+        "write_png", "__version__"])
+    import types
+    assert isinstance(advimage.quantize, types.ModuleType)  # the package is not shadowed by a function
+    assert set(quantize.names()) >= {"smart", "round", "none", "jpeg"}
+
+
+def _toy_quantizer(model, x0, x_adv, y, *, targeted=False, **_):
+    """Toy: move every pixel a whole level towards the attack's output (ceil/floor away from x0)."""
+    u = x_adv - x0.float()
+    xq = (x0.float() + torch.sign(u) * torch.ceil(u.abs())).clamp(0, 255)
+    oracle = LossOracle(model, y, targeted, max_gradients=0, max_forwards=1)
+    ok = oracle.success(oracle.logits(xq))
+    return quantize.QuantizedImages(pixels=xq.to(torch.uint8), success=ok, distortion=advimage.distortion(xq, x0),
+                                    lam=torch.zeros(len(xq)), gradients=oracle.gradients, forwards=oracle.forwards,
+                                    suffix=".png")
+
+
+def test_a_toy_quantizer_plugs_into_the_engine(tmp_path, tiny_registered):
+    quantize.register("toy-ceil", suffix=".png", gradients=0, uses_df=False,
+                      description="test: whole levels away from x0")(_toy_quantizer)
+    try:
+        g = np.random.default_rng(3)
+        path = tmp_path / "a.png"
+        Image.fromarray(g.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+        model = advimage.models.get(tiny_registered)
+        rows = run_batch(model, [ImageItem(path)], Settings(steps=20, quantizers=("toy-ceil", "smart"), size="model"))
+        assert [r.quantizer for r in rows] == ["toy-ceil", "smart"]
+        toy = rows[0]
+        assert toy.status in ("fooled", "failed") and toy.data.startswith(b"\x89PNG")
+        assert toy.gradients <= 20 and Settings(steps=20, quantizers=("toy-ceil",)).attack_steps == 20
+        # the engine verified the decoded file itself
+        x = advimage.codec.decode(toy.data).float()[None]
+        assert (model(x).argmax(1) != toy.label).item() == toy.verified
+    finally:
+        quantize.base._QUANTIZERS.pop("toy-ceil", None)
+
+
+def test_engine_refuses_bad_settings_with_the_valid_names():
+    with pytest.raises(KeyError, match="valid quantizers"):
+        Settings(quantizers=("nope",))
+    with pytest.raises(KeyError, match="valid attacks"):
+        Settings(attack="nope")
+    with pytest.raises(TypeError, match="no parameter"):
+        Settings(attack="bp", attack_params={"nope": 1})
+    with pytest.raises(ValueError, match="quantizer's 1 gradient"):
+        Settings(steps=1)
+
+
+def test_attack_registry_declares_box_budget_and_settings():
+    from advimage.attacks import spec
+
+    assert spec("surfree").black_box and spec("surfree").budget == "queries" and spec("surfree").seeded
+    assert not spec("bp").black_box and spec("bp").budget == "gradients"
+    assert spec("bp").settings(gamma_min=0.5) == {"gamma_min": 0.5, "kappa": 0.2}
+    # the effective hyperparameters identify stored rows
+    a = Settings(attack="bp").identity()
+    b = Settings(attack="bp", attack_params={"gamma_min": 0.5}).identity()
+    assert a != b and a["attack_params"]["gamma_min"] == 0.7
+
+
+def test_budget_covers_the_quantizer(multiclass_problem):
+    model, x, y = multiclass_problem
+    s = Settings(steps=12, quantizers=("smart",), size="model")
+    assert s.attack_steps == 11  # BP gets steps - 1, the quantizer its one gradient
+
+
+def test_quantize_does_not_import_attacks():
+    import ast
+    import pathlib
+
+    for f in pathlib.Path(quantize.__file__).parent.glob("*.py"):
+        tree = ast.parse(f.read_text())
+        mods = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        assert not any(m.startswith("attacks") or ".attacks" in m for m in mods), f
+
+
+def test_cost_map_of_ones_equals_squared_l2(multiclass_problem):
+    model, x, y = multiclass_problem
+    res = advimage.attack(model, x, y, attack="bp", steps=20)
+    a = quantize.quantize_spatial(model, x, res.x_adv, y)
+    b = quantize.quantize_spatial(model, x, res.x_adv, y, cost=torch.ones_like(x))
+    assert torch.equal(a.pixels, b.pixels) and torch.equal(a.success, b.success)
+    with pytest.raises(ValueError, match="> 0"):
+        quantize.quantize_spatial(model, x, res.x_adv, y, cost=torch.zeros_like(x))
+
+
+def test_rows_are_json_ready():
+    r = Row(file="f", key="k", psnr=float("inf"), distortion=0.0, data=b"x")
+    d = r.to_dict()
+    assert d["psnr"] is None and "data" not in d
+
+
+def test_quant_table_runs_on_unlabelled_files(tmp_path, tiny_registered):
+    from advimage.experiments import quantization_table
+
+    g = np.random.default_rng(4)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(g.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(folder / f"u{i}.png")
+    s = quantization_table.run([str(folder)], tmp_path / "out", tiny_registered, steps=12, limit=None,
+                               progress=False)
+    assert s["images"] == 3 and s["n_correct"] == 3  # labelled by the model
+    assert s["smart_success"] == 1.0 and s["round_success"] <= s["smart_success"]
+    assert (tmp_path / "out" / "table.md").read_text().count("|") > 10
