@@ -126,3 +126,31 @@ def test_quant_table_runs_on_unlabelled_files(tmp_path, tiny_registered):
     assert s["images"] == 3 and s["n_correct"] == 3  # labelled by the model
     assert s["smart_success"] == 1.0 and s["round_success"] <= s["smart_success"]
     assert (tmp_path / "out" / "table.md").read_text().count("|") > 10
+
+
+def test_all_paths_criterion_needs_every_path():
+    from advimage.criteria import AllPaths, Misclassification
+
+    crit = AllPaths(Misclassification(torch.tensor([0, 1])))
+    # image 0: path 0 fooled (argmax 1), path 1 not; image 1: both paths fooled (argmax 0)
+    logits = torch.tensor([[[0.0, 2.0], [3.0, 1.0]], [[2.0, 0.0], [5.0, 1.0]]])
+    assert crit.success(logits).tolist() == [False, True]
+    # loss = worst path's margin: image 0 -> max(0 - 2, 3 - 1) = 2; image 1 -> max(0 - 2, 1 - 5) = -2
+    assert crit.loss(logits).tolist() == [2.0, -2.0]
+    assert crit.subset(torch.tensor([1])).success(logits[1:]).tolist() == [True]
+
+
+def test_victim_both_runs_two_paths_and_label_attacks_fall_back(tiny_registered):
+    from advimage.engine import attacked_model
+    from advimage.models.protocol import MultiPathClassifier
+
+    model = advimage.models.get(tiny_registered)
+    both = attacked_model(model, Settings())
+    assert isinstance(both, MultiPathClassifier) and both.methods == ["pil-bilinear", "torch-bilinear"]
+    x = torch.randint(0, 256, (2, 3, 40, 48)).float()
+    out = both(x)
+    assert out.shape == (2, 2, 10)
+    assert torch.allclose(out[:, 1], model(torch.nn.functional.interpolate(x, size=(32, 38), mode="bilinear",
+                                                                           antialias=True)[..., 3:35]), atol=1e-3)
+    assert Settings(attack="ddn").effective_victim == "pil" and Settings(attack="bp").effective_victim == "both"
+    assert Settings(attack="surfree").identity()["victim"] == "pil"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from .losses import adversarial_loss
@@ -75,6 +76,42 @@ class TargetedMisclassification:
         return int(self.labels.shape[0])
 
 
+@dataclass(frozen=True)
+class AllPaths:
+    """Several views of one image (logits (N, P, C), e.g. a victim's PIL and float resizes):
+    success only when ``inner`` succeeds on every view; loss the worst view's (max over P), so
+    that descending it works on the view still holding out (thesis §7.4.6 / §9.4.5, worst case)."""
+
+    inner: "Criterion"
+
+    @property
+    def labels(self) -> Tensor:
+        return self.inner.labels  # type: ignore[attr-defined]
+
+    @property
+    def targeted(self) -> bool:
+        return bool(getattr(self.inner, "targeted", False))
+
+    def loss(self, logits: Tensor) -> Tensor:
+        if logits.ndim == 2:
+            return self.inner.loss(logits)
+        return torch.stack([self.inner.loss(logits[:, p]) for p in range(logits.shape[1])], 1).amax(1)
+
+    def success(self, logits: Tensor) -> Tensor:
+        if logits.ndim == 2:
+            return self.inner.success(logits)
+        return torch.stack([self.inner.success(logits[:, p]) for p in range(logits.shape[1])], 1).all(1)
+
+    def subset(self, idx: Tensor) -> "AllPaths":
+        return AllPaths(self.inner.subset(idx))
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "all_paths": True}
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+
 LabelCriterion = Misclassification | TargetedMisclassification
 
 
@@ -92,6 +129,9 @@ def as_criterion(y: "Tensor | Criterion", targeted: bool = False) -> Criterion:
 def label_criterion(y: "Tensor | Criterion", targeted: bool, attack: str) -> LabelCriterion:
     """For attacks that need class labels: refuse other criteria with a clear message."""
     crit = as_criterion(y, targeted)
+    if isinstance(crit, AllPaths):
+        raise TypeError(f"{attack} needs one model output per image, not several paths; "
+                        "use --victim pil or --victim float")
     if not isinstance(crit, (Misclassification, TargetedMisclassification)):
         raise TypeError(f"{attack} needs a label criterion (misclassification, targeted); got {type(crit).__name__}")
     return crit

@@ -10,8 +10,9 @@ Sizes (``Settings.size``):
 * ``native`` (default): the attack and the quantizer work on the file's own pixels, through the
   model's eval transform as a differentiable layer (:class:`~advimage.models.protocol.ResizedClassifier`,
   thesis Ch. 9 Scenario B); the written file has the original's size. ``victim`` picks the
-  transform the attack goes through: ``pil`` (Pillow's 8-bit resize, reproduced exactly) or
-  ``float`` (torchvision's float resize). Files are verified through *both* real pipelines
+  transform the attack goes through: ``pil`` (Pillow's 8-bit resize, reproduced exactly),
+  ``float`` (torchvision's float resize) or ``both`` (default: the two at once, worst-path loss,
+  success only when both are fooled). Files are verified through *both* real pipelines
   (:mod:`advimage.verify`), and ``verified`` requires both.
 * ``model``: the original is resized and centre-cropped first (Scenario A); the file has the
   model's input size and is verified as it is.
@@ -40,14 +41,14 @@ from torch import Tensor
 
 from . import codec, verify
 from .attacks import spec as attack_spec
-from .criteria import Misclassification, TargetedMisclassification
+from .criteria import AllPaths, Misclassification, TargetedMisclassification
 from .data import ImageItem
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
 from .quantize import spec as quantizer_spec
 
 SIZES = ("native", "model")
-VICTIMS = ("pil", "float")
+VICTIMS = ("both", "pil", "float")
 STATUSES = ("fooled", "failed", "misclassified", "error")
 
 
@@ -58,9 +59,12 @@ class Settings:
     attack: registered attack; steps: its budget (see the module docstring); quantizers: one or
     more registered quantizers applied to the same attack output (one row each); df, quality:
     quantizer options; target: class index for a targeted attack; size: ``native`` or ``model``;
-    victim: ``pil`` or ``float`` (native size); downscaler: override of the resize method (a name
+    victim: native size, the resize the attack and the quantizer go through: ``both`` (the PIL
+    and the float paths at once, success only when both are fooled), ``pil`` or ``float``
+    (attacks that need labels, such as DDN and SurFree, take ``pil`` for ``both``); downscaler: override of the resize method (a name
     of :data:`advimage.resize.RESIZE_METHODS`); seed: torch seed and the attack's ``seed``;
-    attack_params: extra attack hyperparameters.
+    attack_params: extra attack hyperparameters; quantizer_steps: forward budget of each
+    quantizer's λ search (smart: λ values tried after the check of x0; jpeg: n, n + 1 values).
     """
 
     attack: str = "bp"
@@ -70,10 +74,11 @@ class Settings:
     quality: int = 90
     target: int | None = None
     size: str = "native"
-    victim: str = "pil"
+    victim: str = "both"
     downscaler: str | None = None
     seed: int = 0
     attack_params: dict[str, Any] = field(default_factory=dict)
+    quantizer_steps: int = 10
 
     def __post_init__(self) -> None:
         a = attack_spec(self.attack)  # unknown names raise with the valid ones
@@ -108,6 +113,13 @@ class Settings:
         """The attack's own budget: ``steps`` less the quantizer's gradients (white box)."""
         return self.steps - self.quantizer_gradients
 
+    @property
+    def effective_victim(self) -> str:
+        """``both`` needs an attack that accepts any criterion; label-only attacks get ``pil``."""
+        if self.victim == "both" and (attack_spec(self.attack).labels_only or self.downscaler):
+            return "pil"
+        return self.victim
+
     def effective_quantizer(self, name: str) -> str:
         """Black-box attacks already output integers: gradient quantizers become ``round`` for them."""
         if attack_spec(self.attack).black_box and quantizer_spec(name).gradients > 0:
@@ -123,10 +135,10 @@ class Settings:
             "budget_unit": a.budget, "black_box": a.black_box, "seed": self.seed, "targeted": self.target is not None,
             "target": self.target, "size": self.size,
             "quantizers": [quantizer_spec(self.effective_quantizer(q)).settings(self.df, self.quality)
-                           for q in self.quantizers],
+                           for q in self.quantizers], "quantizer_steps": self.quantizer_steps,
         }
         if self.size == "native":
-            out.update(victim=self.victim, downscaler=self.downscaler)
+            out.update(victim=self.effective_victim, downscaler=self.downscaler)
         return out
 
 
@@ -194,9 +206,11 @@ def attacked_model(model, settings: Settings):
     the model behind its eval transform (victim's resize method) at native size."""
     if settings.size == "model":
         return model
-    from .models.protocol import ResizedClassifier, victim_method
+    from .models.protocol import MultiPathClassifier, ResizedClassifier, victim_method
 
-    return ResizedClassifier(model, victim_method(model.config, settings.victim, settings.downscaler))
+    if settings.effective_victim == "both":
+        return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")])
+    return ResizedClassifier(model, victim_method(model.config, settings.effective_victim, settings.downscaler))
 
 
 def verification_paths(settings: Settings) -> tuple[str, ...]:
@@ -250,12 +264,14 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     x0 = x0_u8.to(dev).float()
     n = x0.shape[0]
     logits0 = _logits(attacked, x0)
-    pred0 = logits0.argmax(1)
+    pred0 = (logits0[:, 0] if logits0.ndim == 3 else logits0).argmax(1)  # several paths: the first (PIL)
     labels = torch.tensor([it.label if it.label is not None else int(p) for it, p in zip(items, pred0)],
                           dtype=torch.long, device=dev)
     targeted = settings.target is not None
     crit = (TargetedMisclassification(torch.full_like(labels, settings.target)) if targeted
             else Misclassification(labels))
+    if logits0.ndim == 3:  # several victim paths: every one must be fooled
+        crit = AllPaths(crit)
     already = crit.success(logits0)
     todo = (~already).nonzero().flatten()
     aspec = attack_spec(settings.attack)
@@ -292,7 +308,8 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     for q in settings.quantizers:
         qname = settings.effective_quantizer(q)
         qs = quantizer_spec(qname)
-        qr = qs.run(attacked, xs, res.x_adv, sub, df=settings.df, quality=settings.quality, targeted=targeted)
+        qr = qs.run(attacked, xs, res.x_adv, sub, df=settings.df, quality=settings.quality, targeted=targeted,
+                    steps=settings.quantizer_steps)
         for m, j in enumerate(todo.tolist()):
             data = qr.encode(m)
             row = Row(**base_rows[j], quantizer=qname, suffix=qs.suffix, data=data,
@@ -302,9 +319,14 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
                       forwards=1 + int(res.forwards[m]) + int(qr.forwards[m]), queries=int(res.queries[m]),
                       compression_distortion=None if compression is None or qname != "jpeg"
                       else _num(compression[m]))
-            _verify(row, model, x0_u8[j], sub.subset(torch.tensor([m], device=dev)), settings)
+            _verify(row, model, x0_u8[j], _plain(sub).subset(torch.tensor([m], device=dev)), settings)
             result[j].append(row)
     return result
+
+
+def _plain(crit):
+    """The per-output criterion (verification classifies one path at a time)."""
+    return crit.inner if isinstance(crit, AllPaths) else crit
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..distortion import distortion
 from ..tensor_ops import batch_view, l2_normalize  # noqa: F401  (re-exported)

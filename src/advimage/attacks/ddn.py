@@ -26,7 +26,7 @@ def _ce(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
     return ce if targeted else -ce
 
 
-@register("ddn")
+@register("ddn", labels_only=True)
 def ddn(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 100, targeted: bool = False,
         gamma: float = 0.05, init_norm: float = 1.0, quantize: bool = True,
         seed: int = 0) -> AttackResult:

@@ -33,7 +33,8 @@ class AttackSpec:
     black_box: only label queries (the result is integer-valued). budget: what ``steps``
     counts per image ("gradients", "queries", or "forwards" for FGSM's ε trials after its one
     gradient). seeded: takes a ``seed``. defaults: its keyword hyperparameters and defaults.
-    reference: the paper it implements.
+    reference: the paper it implements. labels_only: needs class labels and one output per
+    image (DDN's cross-entropy, decision-based attacks), not any criterion.
     """
 
     name: str
@@ -43,6 +44,7 @@ class AttackSpec:
     seeded: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
     reference: str = ""
+    labels_only: bool = False
 
     def settings(self, **params: Any) -> dict[str, Any]:
         """Effective hyperparameters: the defaults overridden by ``params`` (unknown names refused)."""
@@ -69,17 +71,17 @@ def _defaults(fn: Callable) -> dict[str, Any]:
             and p.default is not inspect.Parameter.empty}
 
 
-def register(name: str, *, black_box: bool = False, budget: str = "gradients",
-             reference: str = "") -> Callable[[Attack], Attack]:
+def register(name: str, *, black_box: bool = False, budget: str = "gradients", reference: str = "",
+             labels_only: bool = False) -> Callable[[Attack], Attack]:
     """Register ``fn`` under ``name`` (decorator); see :class:`AttackSpec` for the options."""
     if budget not in BUDGET_UNITS:
         raise ValueError(f"budget must be one of {BUDGET_UNITS}, got {budget!r}")
 
     def deco(fn: Attack) -> Attack:
         seeded = "seed" in inspect.signature(fn).parameters
+        doc = (inspect.getmodule(fn).__doc__ or "").strip().splitlines()
         _ATTACKS[name] = AttackSpec(name, fn, black_box, budget, seeded, _defaults(fn),
-                                    reference or (fn.__module__ and (inspect.getmodule(fn).__doc__ or "")
-                                                  .strip().splitlines()[0]))
+                                    reference or (doc[0] if doc else ""), labels_only or black_box)
         return fn
     return deco
 

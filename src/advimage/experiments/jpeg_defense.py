@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..attacks import get as get_attack
-from ..data import discover
+from ..codec import encode_png, write_atomic
+from ..data import ImageItem, discover
 from ..defenses.jpeg import JpegDefense
 from ..distortion import distortion
-from ..images import read_image, write_png
+from ..engine import Settings, run_batch
+from ..images import read_image
 from ..models import load_model
-from ..quantize import quantize_spatial
-from .jpeg_table import jpeg_adversarials, load_batch, plain_jpegs
+from .jpeg_table import jpeg_adversarials, load_batch
 
 
 @dataclass
@@ -59,12 +59,15 @@ def defended_predictions(model: nn.Module, x: Tensor, defense_qualities: tuple[i
     return out
 
 
-def spatial_adversarials(model: nn.Module, x0: Tensor, y: Tensor, paths: list[Path], *, attack: str = "bp",
+def spatial_adversarials(model: nn.Module, items: list, x0: Tensor, paths: list[Path], *, attack: str = "bp",
                          steps: int = 100, df: float = 1) -> list[Path]:
-    """Attack x0 (uint8 (N, 3, H, W)) and write the spatially smart-quantized PNGs at ``paths``."""
-    res = get_attack(attack)(model, x0.float(), y, steps=steps)
-    q = quantize_spatial(model, x0, res.x_adv, y, df=df)
-    return [write_png(p, img.cpu()) for p, img in zip(paths, q.pixels)]
+    """Attack the files ``items`` through the engine (model size, smart quantization) and write
+    each result at ``paths``: the quantized PNG, verified or not (Table 7.2 tests every file behind
+    the defenses); an original already misclassified is written as it is (distortion 0)."""
+    rows = run_batch(model, items, Settings(attack=attack, steps=steps, quantizers=("smart",), df=df, size="model"))
+    for r, x, p in zip(rows, x0, paths):
+        write_atomic(p, r.data if r.data is not None else encode_png(x.cpu()))
+    return paths
 
 
 def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", attack: str = "bp", steps: int = 100,
@@ -106,7 +109,8 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
             if missing:
                 idx = torch.tensor(missing, device=model.device)
                 targets = [out / "spatial" / f"{stems[j]}.png" for j in missing]
-                new = spatial_adversarials(model, x0[idx], y[idx], targets, attack=attack, steps=steps, df=df)
+                subset = [ImageItem(batch[j][0].path, int(y[j])) for j in missing]
+                new = spatial_adversarials(model, subset, x0[idx], targets, attack=attack, steps=steps, df=df)
                 for j, p in zip(missing, new):
                     paths[j] = p
             files["spatial"] = paths
@@ -117,9 +121,9 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                 if missing:
                     idx = torch.tensor(missing, device=model.device)
                     folder = out / f"q{q}"
-                    plain = plain_jpegs(x0[idx], q, [folder / "plain" / f"{stems[j]}.jpg" for j in missing])
-                    adv = jpeg_adversarials(model, x0[idx], y[idx], q, [folder / f"{stems[j]}.jpg" for j in missing],
-                                            plain_paths=plain, attack=attack, steps=steps, df=df)
+                    subset = [ImageItem(batch[j][0].path, int(y[j])) for j in missing]
+                    adv = jpeg_adversarials(model, subset, x0[idx], q, [folder / f"{stems[j]}.jpg" for j in missing],
+                                            attack=attack, steps=steps, df=df)
                     for j, p in zip(missing, adv.paths):
                         paths[j] = p
                 files[f"jpeg{q}"] = paths

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,14 +26,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..attacks import get as get_attack
-from ..data import discover
+from ..codec import encode_jpeg, write_atomic
+from ..data import ImageItem, discover
 from ..defenses.jpeg import JpegDefense
 from ..distortion import distortion
+from ..engine import Settings, run_batch
 from ..images import ImageReadError, load_for_model
-from ..jpeg.io import decode, write_coefficients, write_pixels
+from ..jpeg.io import decode, write_pixels
 from ..models import load_model
-from ..quantize.jpeg import quantize_jpeg
 
 KINDS = ("plain", "ours", "bpda")
 
@@ -88,67 +87,46 @@ def plain_jpegs(x0: Tensor, quality: int, paths: list[Path]) -> list[Path]:
     return paths
 
 
-def jpeg_adversarials(model: nn.Module, x0: Tensor, y: Tensor, quality: int, paths: list[Path], *,
-                      plain_paths: list[Path] | None = None, attack: str = "bp", steps: int = 100,
-                      df: float = 1, n: int = 10) -> JpegAdversarials:
-    """The §7.4.1 JPEG protocol on a batch; writes one .jpg per image at ``paths``.
+def jpeg_adversarials(model: nn.Module, items: list[ImageItem], x0: Tensor, quality: int, paths: list[Path], *,
+                      attack: str = "bp", steps: int = 100, df: float = 1, n: int = 10) -> JpegAdversarials:
+    """The §7.4.1 JPEG protocol through the engine; writes one .jpg per image at ``paths``.
 
-    x0: (N, 3, H, W) uint8 originals; y: (N,) labels. ``plain_paths``: the plain JPEGs of x0 at
-    ``quality`` if already written (else they are written next to ``paths`` as ``*.plain.jpg``).
-    Where the plain JPEG fools the model it is copied as the result; elsewhere ``attack`` runs on
-    the decoded plain JPEG and :func:`quantize_jpeg` writes the coefficients.
+    items: the files (with their labels); x0: their uint8 originals (N, 3, H, W) at model size.
+    The engine attacks the decoded plain JPEG and :func:`quantize_jpeg` keeps the plain JPEG where
+    it already fools the model (λ = 0). Every result is written, verified or not (the table
+    reports success rates); an original already misclassified gets its plain JPEG.
     """
-    dev = x0.device
-    if plain_paths is None:
-        plain_paths = plain_jpegs(x0, quality, [p.with_suffix(".plain.jpg") for p in paths])
-    xp = read_files(plain_paths, dev)
-    fooled = model.predict(xp) != y
-    N = x0.shape[0]
-    attacked = ~fooled
-    float_success = torch.ones(N, dtype=torch.bool, device=dev)
+    settings = Settings(attack=attack, steps=steps, quantizers=("jpeg",), df=df, quality=quality, size="model",
+                        quantizer_steps=n)
+    rows = run_batch(model, items, settings)
+    N = len(rows)
+    attacked = torch.zeros(N, dtype=torch.bool)
+    float_success = torch.ones(N, dtype=torch.bool)
     lam = torch.zeros(N)
     gradients = torch.zeros(N, dtype=torch.long)
     forwards = torch.ones(N, dtype=torch.long)  # the plain-JPEG check
-    for i in fooled.nonzero().squeeze(1).tolist():
-        paths[i].parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plain_paths[i], paths[i])
-    todo = attacked.nonzero().squeeze(1)
-    if todo.numel():
-        res = get_attack(attack)(model, xp[todo], y[todo], steps=steps)
-        q = quantize_jpeg(model, x0[todo].float(), res.x_adv, y[todo], quality=quality, df=df, n=n, verify=False)
-        for j, i in enumerate(todo.tolist()):
-            paths[i].parent.mkdir(parents=True, exist_ok=True)
-            write_coefficients(paths[i], q.coefficients[j].cpu(), quality, tuple(x0.shape[-2:]))
-        float_success[todo] = res.success
-        lam[todo.cpu()] = q.lam.cpu().float()
-        gradients[todo.cpu()] = (res.gradients + q.gradients).cpu()
-        forwards[todo.cpu()] += (res.forwards + q.forwards).cpu()
+    for i, (r, x, p) in enumerate(zip(rows, x0, paths)):
+        write_atomic(p, r.data if r.data is not None else encode_jpeg(x.cpu(), quality))
+        if r.data is not None:
+            attacked[i] = (r.lam or 0.0) != 0.0  # λ = 0: the plain JPEG was kept
+            float_success[i] = bool(r.attack_success) if attacked[i] else True
+            lam[i] = r.lam if r.lam is not None else float("nan")
+            gradients[i], forwards[i] = r.gradients, r.forwards
     return JpegAdversarials(paths=list(paths), attacked=attacked, float_success=float_success, lam=lam,
                             gradients=gradients, forwards=forwards)
 
 
-def bpda_jpegs(model: nn.Module, x0: Tensor, y: Tensor, quality: int, paths: list[Path], plain_paths: list[Path],
-               *, attack: str = "pgd", steps: int = 100) -> Tensor:
-    """Baseline: ``attack`` through JpegDefense(quality, backward="identity") from x0, saved as plain JPEG.
-
-    Images whose plain JPEG already fools the model keep it (no attack). Returns gradients (N,).
-    """
-    dev = x0.device
-    fooled = model.predict(read_files(plain_paths, dev)) != y
-    gradients = torch.zeros(x0.shape[0], dtype=torch.long)
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    for i in fooled.nonzero().squeeze(1).tolist():
-        shutil.copyfile(plain_paths[i], paths[i])
-    todo = (~fooled).nonzero().squeeze(1)
-    if todo.numel():
-        defended = JpegDefense(model, quality=quality, backward="identity")
-        res = get_attack(attack)(defended, x0[todo].float(), y[todo], steps=steps)
-        xr = res.x_adv.round().clamp(0, 255).to(torch.uint8).cpu()
-        for j, i in enumerate(todo.tolist()):
-            write_pixels(paths[i], xr[j], quality)
-        gradients[todo.cpu()] = res.gradients.cpu()
-    return gradients
+def bpda_jpegs(model: nn.Module, items: list[ImageItem], x0: Tensor, quality: int, paths: list[Path], *,
+               attack: str = "pgd", steps: int = 100) -> Tensor:
+    """Baseline through the engine: ``attack`` through JpegDefense(quality, backward="identity")
+    from x0, rounded and saved as a plain Pillow JPEG (quantizer ``jpeg-pixels``); verified on the
+    undefended model. Images whose plain JPEG already fools the model keep it. Returns gradients (N,)."""
+    settings = Settings(attack=attack, steps=steps, quantizers=("jpeg-pixels",), quality=quality, size="model")
+    defended = JpegDefense(model, quality=quality, backward="identity")
+    rows = run_batch(model, items, settings, attacked=defended)
+    for r, x, p in zip(rows, x0, paths):
+        write_atomic(p, r.data if r.data is not None else encode_jpeg(x.cpu(), quality))
+    return torch.tensor([r.gradients for r in rows], dtype=torch.long)
 
 
 def load_batch(items, config) -> list[tuple]:
@@ -196,13 +174,14 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                 folder = out / f"q{q}"
                 plain = plain_jpegs(x0, q, [folder / "plain" / f"{s}.jpg" for s in stems])
                 t0 = time.perf_counter()
-                adv = jpeg_adversarials(model, x0, y, q, [folder / "ours" / f"{s}.jpg" for s in stems],
-                                        plain_paths=plain, attack=attack, steps=steps, df=df, n=n)
+                labelled = [ImageItem(it.path, int(y[j])) for j, (it, _) in enumerate(batch)]
+                adv = jpeg_adversarials(model, labelled, x0, q, [folder / "ours" / f"{s}.jpg" for s in stems],
+                                        attack=attack, steps=steps, df=df, n=n)
                 t_ours = (time.perf_counter() - t0) / len(batch)
                 t0 = time.perf_counter()
                 bpda_paths = [folder / "bpda" / f"{s}.jpg" for s in stems]
                 if baseline:
-                    g_bpda = bpda_jpegs(model, x0, y, q, bpda_paths, plain, attack=baseline, steps=baseline_steps)
+                    g_bpda = bpda_jpegs(model, labelled, x0, q, bpda_paths, attack=baseline, steps=baseline_steps)
                 t_bpda = (time.perf_counter() - t0) / len(batch)
                 verdict = {}
                 for kind, paths in (("plain", plain), ("ours", adv.paths), ("bpda", bpda_paths)):

@@ -12,7 +12,6 @@ Coefficient tensors use the layout of :mod:`advimage.jpeg.transform`:
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from .transform import BLOCK, padded_size, quant_tables

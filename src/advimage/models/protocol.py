@@ -76,6 +76,48 @@ class ResizedClassifier(WrappedClassifier):
         return f"method={self.method!r}"
 
 
+class MultiPathClassifier(nn.Module):
+    """One model behind several eval transforms: (N, 3, H, W) -> logits (N, P, C), one per path.
+
+    Used with :class:`advimage.criteria.AllPaths` (success only when every path is fooled, loss the
+    worst path's), so that a native-size file fools the model however a victim resizes it. The P
+    resized crops go through the network as one batch of P·N.
+    """
+
+    def __init__(self, base: nn.Module, methods: list[str]) -> None:
+        from ..resize import EvalTransform
+
+        super().__init__()
+        c = base.config
+        self.base = base
+        self.fronts = nn.ModuleList([EvalTransform(c.input_size, c.crop_pct, m) for m in methods])
+        self.methods = list(methods)
+        self.config = base.config
+        self.class_names = list(base.class_names)
+        self.eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        crops = torch.cat([f(x) for f in self.fronts])
+        logits = self.base(crops)
+        return logits.view(len(self.fronts), x.shape[0], -1).transpose(0, 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 64) -> Tensor:
+        """Classes (N,) on the first path."""
+        out = [self(x[i:i + batch_size].to(self.device).float())[:, 0].argmax(1) for i in range(0, len(x), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+    def class_name(self, index: int) -> str:
+        return self.base.class_name(index)
+
+    def extra_repr(self) -> str:
+        return f"methods={self.methods!r}"
+
+
 def victim_method(config: ModelConfig, victim: str, downscaler: str | None = None) -> str:
     """The resize method of a victim pipeline: ``pil`` (Pillow's 8-bit resize, what timm and
     torchvision do on PIL images) or ``float`` (torchvision's resize on a float tensor), with the

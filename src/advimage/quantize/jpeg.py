@@ -186,3 +186,24 @@ def _verify(coeffs: Tensor, pixels: Tensor, success: Tensor, quality: int,
 def jpeg(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1, quality: int = 90,
          targeted: bool = False, cost: Tensor | None = None, steps: int = 10, **_: object) -> QuantizedImages:
     return quantize_jpeg(model, x0.float(), x_adv, y, quality=quality, df=df, n=steps, targeted=targeted, cost=cost)
+
+
+@register("jpeg-pixels", suffix=".jpg", gradients=0, uses_df=False, uses_quality=True,
+          description="plain rounding, then a plain Pillow JPEG at --quality (the BPDA baseline's output)")
+def jpeg_pixels(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, quality: int = 90,
+                targeted: bool = False, **_: object) -> QuantizedImages:
+    """Round the attack's pixels and compress them with Pillow at ``quality``; success is the
+    model's verdict on the decoded JPEG (one forward)."""
+    from .. import codec
+    from ..distortion import distortion
+    from ..oracle import LossOracle
+
+    xr = x_adv.detach().round().clamp(0, 255).to(torch.uint8).cpu()
+    data = [codec.encode_jpeg(x, quality) for x in xr]
+    pixels = (torch.stack([codec.decode(d) for d in data]) if data else xr).to(x0.device)
+    oracle = LossOracle(model, y.to(x0.device) if isinstance(y, Tensor) else y, targeted, max_gradients=0,
+                        max_forwards=1)
+    ok = oracle.success(oracle.logits(pixels.float())) if len(pixels) else torch.zeros(0, dtype=torch.bool)
+    return QuantizedImages(pixels=pixels, success=ok, distortion=distortion(pixels.float(), x0.float()),
+                           lam=torch.zeros(len(pixels), device=x0.device), gradients=oracle.gradients.clone(),
+                           forwards=oracle.forwards.clone(), suffix=".jpg", quality=int(quality))
