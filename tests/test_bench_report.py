@@ -166,6 +166,12 @@ window.addEventListener('load', () => {
   b.tableCols = t ? t.tHead.rows[0].cells.length : -1;
   b.tableHeight = t ? Math.round(t.getBoundingClientRect().height) : 0;
   b.firstCell = t ? t.tBodies[0].rows[0].cells[0].textContent : '';
+  const d = document.querySelector('table.detail');
+  const box = d ? d.parentElement.getBoundingClientRect() : null;
+  b.detailRight = d ? Math.round(d.getBoundingClientRect().right) : -1;
+  b.detailBoxRight = box ? Math.round(box.right) : -1;
+  b.pageWidth = document.documentElement.scrollWidth;
+  b.viewWidth = window.innerWidth;
   b.checked = 'yes';
 });
 </script>"""
@@ -182,6 +188,7 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
         cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+               "--window-size=1400,900",
                "--dump-dom", page.as_uri()]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -194,6 +201,9 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert sizes.count("640x420") == 3 and sizes.count("32x24") == 4
     assert attrs["table-rows"] == "2" and attrs["table-cols"] == "7" and int(attrs["table-height"]) > 40
     assert attrs["first-cell"] == "resnet50"
+    # at 1400 px the per-attack table fits its column (wrapping, or scrolling inside its box)
+    assert int(attrs["detail-right"]) <= int(attrs["detail-box-right"]) + 1
+    assert int(attrs["page-width"]) <= int(attrs["view-width"])
 
 
 def test_unquantized_reference_curve(tmp_path):

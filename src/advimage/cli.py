@@ -179,8 +179,8 @@ def print_table(rows, title: str, console=None) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("file", "size", "original → adversarial", "d", "d model", "PSNR", "grads", "verified"):
-        table.add_column(col, justify="right" if col in ("d", "d model", "PSNR", "grads", "size") else "left")
+    for col in ("file", "size", "original → adversarial", "d", "d model", "PSNR", "grads/queries", "verified"):
+        table.add_column(col, justify="right" if col in ("d", "d model", "PSNR", "grads/queries", "size") else "left")
     for r in rows:
         name = Path(r.output).name if r.output else Path(r.file).name
         if r.status == "error":
@@ -193,7 +193,7 @@ def print_table(rows, title: str, console=None) -> None:
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         table.add_row(name, f"{r.width}×{r.height}", change, fmt(r.distortion, ".3f"), fmt(r.distortion_model, ".3f"),
                       fmt(r.psnr, ".1f") if r.psnr is not None else ("∞" if r.distortion == 0 else ""),
-                      str(r.gradients), verdict)
+                      f"{r.queries} q" if r.queries else str(r.gradients), verdict)
     from .progress import stdout_console
 
     (console or stdout_console()).print(table)

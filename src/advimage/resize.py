@@ -265,21 +265,23 @@ def _pillow_apply(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: boo
 def _pillow_forward(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: bool) -> Tensor:
     """Shared body of :func:`pillow_resize` and :class:`PillowResize` (weights on x's device)."""
     out_dtype = x.dtype if x.is_floating_point() else torch.float32
-    xd = x.to(torch.float64)
     if kh is None and kw is None:
-        out = xd
-    elif not rounding:
+        return x.to(out_dtype)
+    xd = x.detach().to(torch.float64) if rounding else x.to(torch.float64)
+    if not rounding:
         out = _pillow_apply(xd, kh, kw, rounding=False)
     else:
         with torch.no_grad():
             exact = _pillow_apply(xd.detach(), kh, kw, rounding=True)
-        if torch.is_grad_enabled() and xd.requires_grad:
+        if torch.is_grad_enabled() and x.requires_grad:
             # straight-through: value = exact Pillow output, gradient = the fixed-point linear map
-            # (lin - lin.detach() is exactly 0, so the value stays bit-exact)
-            lin = _pillow_apply(xd, kh, kw, rounding=False)
-            out = exact + (lin - lin.detach())
-        else:
-            out = exact
+            # (lin - lin.detach() is exactly 0, so the value stays bit-exact); the gradient path
+            # runs in x's precision, only the exact value needs float64
+            xf = x if x.is_floating_point() else x.float()
+            lin = _pillow_apply(xf, None if kh is None else kh.to(xf.dtype), None if kw is None else kw.to(xf.dtype),
+                                rounding=False)
+            return exact.to(lin.dtype) + (lin - lin.detach())
+        out = exact
     return out.to(out_dtype)
 
 

@@ -354,7 +354,10 @@ figure img{display:block;max-width:100%;image-rendering:auto}
 .curves img{width:560px}.gallery figure img{width:224px;image-rendering:pixelated}
 figcaption{font-size:.85rem;color:#444;text-align:center;margin-top:.2rem}
 .example{border:1px solid #e3e3e3;border-radius:6px;margin:.8rem 0;padding:.4rem}
-.scroll{overflow-x:auto}.example h3{font-size:1rem;margin:.2rem .5rem}.note{color:#666;font-size:.85rem}
+.scroll{overflow-x:auto;max-width:100%}
+table.detail{font-size:.78rem;width:100%}table.detail th{white-space:normal;vertical-align:bottom;
+font-weight:600}table.detail th,table.detail td{padding:.2rem .3rem}table.detail td:last-child{min-width:8rem}
+.example h3{font-size:1rem;margin:.2rem .5rem}.note{color:#666;font-size:.85rem}
 """
 
 
