@@ -13,18 +13,15 @@ Writes JSON and prints a table. Not a test: timings depend on the machine.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 import advimage
+from advimage import codec
 from advimage.data import discover
 from advimage.distortion import distortion
 from advimage.images import load_for_model
@@ -37,12 +34,8 @@ def sync(device: torch.device) -> None:
 
 def png_roundtrip(x: torch.Tensor) -> torch.Tensor:
     """Round float pixels (N, 3, H, W) to 8 bits, encode as PNG in memory, decode with Pillow."""
-    out = []
-    for img in x.detach().round().clamp(0, 255).to(torch.uint8).cpu():
-        buf = io.BytesIO()
-        Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")
-        out.append(torch.from_numpy(np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))).permute(2, 0, 1))
-    return torch.stack(out).to(x.device).float()
+    imgs = x.detach().round().clamp(0, 255).to(torch.uint8).cpu()
+    return torch.stack([codec.decode(codec.encode_png(img)) for img in imgs]).to(x.device).float()
 
 
 def time_forward_backward(model, x, y, n: int) -> float:
@@ -126,13 +119,13 @@ def main() -> None:
         sync(dev)
         t_bp += time.perf_counter() - t0
         t0 = time.perf_counter()
-        q = advimage.quantize(model, xb, res.x_adv, yb, df=1)
+        q = advimage.quantize_spatial(model, xb, res.x_adv, yb, df=1)
         sync(dev)
         t_q += time.perf_counter() - t0
         advs.append(res.x_adv)
         succ_float.append(res.success)
         d_float.append(res.distortion)
-        q_imgs.append(q.x_q)
+        q_imgs.append(q.pixels)
     x_bp = torch.cat(advs)
     xq_file = png_roundtrip(torch.cat(q_imgs).float())
     ok_file = model.predict(xq_file) != y

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from advimage.data import discover
     from advimage.images import load_for_model
     from advimage.models import load_model
-    from advimage.quantize import quantize
+    from advimage.quantize import quantize_spatial
     from advimage.quantize.jpeg import quantize_jpeg
 
     qualities = [int(q) for q in args.qualities.split(",") if q.strip()]
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = {args.attack: {"seconds": t_attack, "gradients": res.gradients.float().mean().item(),
                             "forwards": res.forwards.float().mean().item(),
                             "success": res.success.float().mean().item()}}
-    q, t = _timed(lambda: quantize(model, x0, res.x_adv, y, df=args.df))
+    q, t = _timed(lambda: quantize_spatial(model, x0, res.x_adv, y, df=args.df))
     stages["spatial"] = {"seconds": t, "gradients": q.gradients.float().mean().item(),
                          "forwards": q.forwards.float().mean().item(), "success": q.success.float().mean().item()}
     for quality in qualities:

@@ -99,7 +99,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--offset", type=int, default=0, help="skip the first images (held-out sets)")
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--victims", default="pil", help="comma-separated native victims: pil, float")
+    p.add_argument("--victims", default="both", help="comma-separated native victims: both, pil, float")
     p.add_argument("--no-model-size", action="store_true", help="skip the model-size reference run")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
