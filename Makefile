@@ -9,7 +9,6 @@ PIP_EXTRA ?=
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 	$(BIN)/python -m pip install --disable-pip-version-check -q $(PIP_EXTRA) -e ".[dev]"
 	touch $@
 

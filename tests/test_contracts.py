@@ -154,3 +154,30 @@ def test_victim_both_runs_two_paths_and_label_attacks_fall_back(tiny_registered)
                                                                            antialias=True)[..., 3:35]), atol=1e-3)
     assert Settings(attack="ddn").effective_victim == "pil" and Settings(attack="bp").effective_victim == "both"
     assert Settings(attack="surfree").identity()["victim"] == "pil"
+
+
+def test_every_classifier_kind_implements_the_protocol(tiny_registered):
+    from advimage.defenses import create
+    from advimage.models.protocol import Classifier, MultiPathClassifier, ResizedClassifier
+
+    model = advimage.models.get(tiny_registered)
+    kinds = [model, create("jpeg", model, quality=90), ResizedClassifier(model, "pil-bilinear"),
+             MultiPathClassifier(model, ["pil-bilinear", "torch-bilinear"])]
+    for k in kinds:
+        assert isinstance(k, Classifier), type(k).__name__
+        assert k.config.name == "tiny-test" and k.class_name(3) == "class3"
+        assert k.predict(torch.full((2, 3, 32, 32), 128.0)).shape == (2,)
+
+
+def test_model_specs_build_defended_classifiers(tiny_registered):
+    from advimage.defenses.jpeg import JpegDefense
+    from advimage.models import UnknownModelError
+    from advimage.models.specs import load_classifier, parse
+
+    assert parse("m+jpeg:75") == ("m", [("jpeg", "75")])
+    m = load_classifier(f"{tiny_registered}+jpeg:75", device="cpu")
+    assert isinstance(m, JpegDefense) and m.quality == 75
+    with pytest.raises(UnknownModelError, match="registered models"):
+        load_classifier("nope+jpeg:75")
+    with pytest.raises(KeyError, match="valid defenses"):
+        load_classifier(f"{tiny_registered}+nope")
