@@ -30,7 +30,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (None: cuda if available)")
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="random seed (torch and seeded attacks)")
     p.add_argument("--offline", action="store_true", help="never try the network for timm:/torchvision: weights")

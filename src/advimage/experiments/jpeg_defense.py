@@ -34,6 +34,7 @@ from ..engine import Settings, run_batch
 from ..images import read_image
 from ..models import load_model
 from .jpeg_table import jpeg_adversarials, load_batch
+from .options import experiment_parser
 
 
 @dataclass
@@ -195,29 +196,18 @@ def markdown(s: dict) -> str:
 
 def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
     """Add ``jpeg-defense`` to ``advimage experiment``'s subparsers; returns the parser."""
-    from ..cli_types import df_value as _df
     from ..cli_types import quality_list as _qualities
 
-    p = experiment_subparsers.add_parser("jpeg-defense", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="Table 7.2: JPEG compression as a defense against "
-                                         "spatially and JPEG-quantized adversarial images")
-    p.add_argument("images", nargs="+", help="image set (folder with labels.csv, ImageFolder, <wnid>_* files)")
-    p.add_argument("--model", default="efficientnet_lite0", help="model name")
-    p.add_argument("--attack", default="bp", help="attack name")
-    p.add_argument("--steps", type=int, default=100, help="gradients per image, attack + quantizer")
+    p = experiment_parser(experiment_subparsers, "jpeg-defense", "Table 7.2: JPEG compression as a defense "
+                          "against spatially and JPEG-quantized adversarial images", out="runs/jpeg-defense", limit=24)
     p.add_argument("--qualities", type=_qualities, default=(90, 75),
                    help="qualities of the JPEG adversarial images, comma-separated")
     p.add_argument("--defense-qualities", type=_qualities, default=(100, 90, 75, 60),
                    help="qualities of the JPEG reformer, comma-separated")
-    p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of the quantizers")
     p.add_argument("--from-table", type=Path, default=None,
                    help="reuse a jpeg-table output folder's q<Q>/ours/<stem>.jpg files")
     p.add_argument("--spatial-from", type=Path, default=None,
                    help="reuse a folder of <stem>.png spatial adversarials (e.g. quant-table's smart/)")
-    p.add_argument("--limit", type=int, default=24, help="first N images")
-    p.add_argument("--batch-size", type=int, default=8, help="images per attack call")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--out", default="runs/jpeg-defense", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(experiment_main=main)
     return p
 

@@ -34,6 +34,7 @@ from ..engine import Settings, run_batch
 from ..images import ImageReadError, load_for_model
 from ..jpeg.io import decode, write_pixels
 from ..models import load_model
+from .options import experiment_parser
 
 KINDS = ("plain", "ours", "bpda")
 
@@ -289,25 +290,14 @@ def markdown(s: dict) -> str:
 
 def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
     """Add ``jpeg-table`` to ``advimage experiment``'s subparsers; returns the parser."""
-    from ..cli_types import df_value as _df
     from ..cli_types import quality_list as _qualities
 
-    p = experiment_subparsers.add_parser("jpeg-table", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="Table 7.1 JPEG columns: plain JPEG vs PGD2 BPDA vs "
-                                         "BP + JPEG smart quantization")
-    p.add_argument("images", nargs="+", help="image set (folder with labels.csv, ImageFolder, <wnid>_* files)")
-    p.add_argument("--model", default="efficientnet_lite0", help="model name")
-    p.add_argument("--attack", default="bp", help="attack name")
-    p.add_argument("--steps", type=int, default=100, help="gradients per image, attack + quantizer")
+    p = experiment_parser(experiment_subparsers, "jpeg-table", "Table 7.1 JPEG columns: plain JPEG vs PGD2 BPDA "
+                          "vs BP + JPEG smart quantization", out="runs/jpeg-table", limit=24)
     p.add_argument("--qualities", type=_qualities, default=(90, 75), help="comma-separated, e.g. 90,75")
-    p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of the quantizers")
     p.add_argument("--n", type=int, default=10, help="lambda values tested by the JPEG quantizer: n + 1")
     p.add_argument("--baseline", default="pgd", help="attack run through the BPDA JPEG defense ('' to skip)")
     p.add_argument("--baseline-steps", type=int, default=None, help="default: --steps")
-    p.add_argument("--limit", type=int, default=24, help="first N images")
-    p.add_argument("--batch-size", type=int, default=8, help="images per attack call")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--out", default="runs/jpeg-table", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(experiment_main=main)
     return p
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..data import discover
 from ..engine import Row, Settings, run_batch
+from .options import experiment_parser
 
 KINDS = {"none": "float", "round": "round", "smart": "smart"}
 
@@ -91,24 +92,8 @@ def markdown(s: dict) -> str:
 
 def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
     """Add ``quant-table`` to ``advimage experiment``'s subparsers."""
-    from ..cli_types import df_value as _df
-    from ..cli_types import positive_int as _positive
-
-    p = experiment_subparsers.add_parser(
-        "quant-table", help="Table 7.1 first columns: floats vs PNG rounding vs PNG smart",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("images", nargs="+", help="image set (folder with labels.csv, ImageFolder, <wnid>_* files, "
-                   "unlabelled files: labelled by the model)")
-    p.add_argument("--model", default="efficientnet_lite0", help="model name")
-    p.add_argument("--attack", default="bp", help="attack name")
-    p.add_argument("--steps", type=_positive, default=100, help="gradients per image, attack + quantizer")
-    p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization")
-    p.add_argument("--limit", type=_positive, default=100, help="first N images")
-    p.add_argument("--batch-size", type=_positive, default=16, help="images per attack call")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--out", default="runs/quant-table", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = experiment_parser(experiment_subparsers, "quant-table", "Table 7.1 first columns: floats vs PNG rounding "
+                          "vs PNG smart", out="runs/quant-table", limit=100, batch_size=16)
     p.set_defaults(experiment_main=main)
     return p
 

@@ -54,11 +54,9 @@ class PixelClassifier(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
-    @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 64) -> Tensor:
         """Predicted classes (N,) for pixels x, evaluated in batches without gradient."""
-        out = [self(x[i:i + batch_size].to(self.device).float()).argmax(1) for i in range(0, len(x), batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+        return predict_classes(self, x, batch_size)
 
     def class_name(self, index: int) -> str:
         return self.class_names[index] if 0 <= index < len(self.class_names) else str(index)
@@ -66,3 +64,14 @@ class PixelClassifier(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"name={c.name!r}, input_size={c.input_size}, crop_pct={c.crop_pct}, interpolation={c.interpolation!r}"
+
+
+@torch.no_grad()
+def predict_classes(model: nn.Module, x: Tensor, batch_size: int = 64) -> Tensor:
+    """Classes (N,) of a classifier on pixels x (N, 3, H, W), in batches, without gradient. For
+    models with several outputs per image (logits (N, P, C)), the first output's class."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i:i + batch_size].to(model.device).float())
+        out.append((logits[:, 0] if logits.ndim == 3 else logits).argmax(1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from .classifier import ModelConfig
+from .classifier import ModelConfig, predict_classes
 
 
 @runtime_checkable
@@ -46,10 +46,8 @@ class WrappedClassifier(nn.Module):
     def device(self) -> torch.device:
         return self.base.device
 
-    @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 64) -> Tensor:
-        out = [self(x[i:i + batch_size].to(self.device).float()).argmax(1) for i in range(0, len(x), batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+        return predict_classes(self, x, batch_size)
 
     def class_name(self, index: int) -> str:
         return self.base.class_name(index)
@@ -105,11 +103,9 @@ class MultiPathClassifier(nn.Module):
     def device(self) -> torch.device:
         return self.base.device
 
-    @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 64) -> Tensor:
         """Classes (N,) on the first path."""
-        out = [self(x[i:i + batch_size].to(self.device).float())[:, 0].argmax(1) for i in range(0, len(x), batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+        return predict_classes(self, x, batch_size)
 
     def class_name(self, index: int) -> str:
         return self.base.class_name(index)
