@@ -180,3 +180,17 @@ def test_demo_runs_the_real_model(tmp_path, capsys):
     for r in fooled:
         assert (out / f"{r['output'].split('/')[-1].replace('_adv.png', '_compare.png')}").exists()
     assert "verified" in text and "chelsea_adv.png" in text
+
+
+def test_native_size_jpeg_of_any_size(tmp_path, tiny_registered, capsys):
+    g = np.random.default_rng(7)
+    path = tmp_path / "odd.png"
+    Image.fromarray(g.integers(0, 256, (37, 45, 3), dtype=np.uint8)).save(path)
+    main(["attack", str(path), "--model", tiny_registered, "--steps", "30", "--quantize", "jpeg", "--quality", "90",
+          "--out", str(tmp_path / "o"), "--json", "--no-figures"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["suffix"] == ".jpg" and row["compression_distortion"] > 0
+    if row["status"] == "fooled":
+        with Image.open(row["output"]) as img:
+            assert img.format == "JPEG" and img.size == (45, 37)
+        assert row["distortion"] >= 0.5 * row["compression_distortion"]

@@ -191,7 +191,10 @@ def print_table(rows, title: str, console=None) -> None:
         paths = ", ".join(f"{p} {'✓' if v else '✗'}" for p, v in r.verified_paths.items() if v is not None)
         verdict = STATUS_TEXT[r.status] + (f" [dim]({paths})" if paths and r.status != "misclassified" else "")
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
-        table.add_row(name, f"{r.width}×{r.height}", change, fmt(r.distortion, ".3f"), fmt(r.distortion_model, ".3f"),
+        d_text = fmt(r.distortion, ".3f")
+        if r.compression_distortion is not None:  # JPEG: most of d is the compression itself
+            d_text += f" (JPEG alone {r.compression_distortion:.3f})"
+        table.add_row(name, f"{r.width}×{r.height}", change, d_text, fmt(r.distortion_model, ".3f"),
                       fmt(r.psnr, ".1f") if r.psnr is not None else ("∞" if r.distortion == 0 else ""),
                       f"{r.queries} q" if r.queries else str(r.gradients), verdict)
     from .progress import stdout_console
