@@ -34,7 +34,7 @@ import torch
 import advimage
 from advimage import codec
 from advimage.data import discover
-from advimage.engine import Settings, attacked_model, run_batch
+from advimage.engine import Settings, attacked_model, plan_batches, run_batch
 
 
 def reference_model():
@@ -65,8 +65,8 @@ def run_setting(model, items, settings: Settings, batch_size: int) -> tuple[list
     attacked = attacked_model(model, settings)
     t0 = time.perf_counter()
     rows = []
-    for s in range(0, len(items), batch_size):
-        rows.extend(run_batch(model, items[s:s + batch_size], settings, attacked=attacked))
+    for idx in plan_batches(items, batch_size, settings):  # native size: same-size images together
+        rows.extend(run_batch(model, [items[i] for i in idx], settings, attacked=attacked))
     return rows, time.perf_counter() - t0
 
 

@@ -181,3 +181,20 @@ def test_model_specs_build_defended_classifiers(tiny_registered):
         load_classifier("nope+jpeg:75")
     with pytest.raises(KeyError, match="valid defenses"):
         load_classifier(f"{tiny_registered}+nope")
+
+
+def test_native_batches_group_sizes_and_rows_keep_the_input_order(tmp_path, tiny_registered):
+    from advimage.engine import attack_files, plan_batches
+
+    g = np.random.default_rng(8)
+    items = []
+    for i, shape in enumerate([(40, 48), (36, 36), (40, 48), (36, 36), (40, 48)]):
+        p = tmp_path / f"f{i}.png"
+        Image.fromarray(g.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(p)
+        items.append(ImageItem(p))
+    s = Settings(steps=10)
+    assert plan_batches(items, 3, s) == [[1, 3, 0], [2, 4]]
+    assert plan_batches(items, 3, Settings(steps=10, size="model")) == [[0, 1, 2], [3, 4]]
+    rows = attack_files(advimage.models.get(tiny_registered), items, tmp_path / "out", s, batch_size=3,
+                        progress=False, figures=False)
+    assert [r.file for r in rows] == [str(it.path) for it in items]

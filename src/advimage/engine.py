@@ -392,6 +392,28 @@ def write_outputs(rows: Iterable[Row], out_dir: str | Path, *, multi: bool = Fal
                             f"original: {r.label_name}", f"{r.adversarial_name} (d={r.distortion:.3f}, {psnr_text})")
 
 
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding; (0, 0) if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception:  # noqa: BLE001  (unreadable files become error rows later)
+        return (0, 0)
+
+
+def plan_batches(items: Sequence[ImageItem], batch_size: int, settings: Settings) -> list[list[int]]:
+    """Batches of item indices. At native size, images of the same size are put together (one
+    attack call per size, see :func:`run_batch`), so that batching pays off; at model size, the
+    given order."""
+    order = list(range(len(items)))
+    if settings.size == "native":
+        sizes = [_header_size(it.path) for it in items]
+        order.sort(key=lambda i: (sizes[i], i))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, settings: Settings | None = None, *,
                  batch_size: int = 8, progress: bool = True, figures: bool = True, console: Any = None,
                  **kwargs: Any) -> list[Row]:
@@ -403,16 +425,17 @@ def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, setting
 
     settings = settings or Settings(**kwargs)
     attacked = attacked_model(model, settings)
-    out: list[Row] = []
+    by_item: dict[int, list[Row]] = {}
     with progress_bar(progress, console) as bar:
         task = bar.add_task("attack", total=len(items), status="")
-        for s in range(0, len(items), batch_size):
-            batch = list(items[s:s + batch_size])
-            rows = run_batch(model, batch, settings, attacked=attacked)
+        for idx in plan_batches(items, batch_size, settings):
+            rows = run_batch(model, [items[i] for i in idx], settings, attacked=attacked)
             write_outputs(rows, out_dir, multi=len(settings.quantizers) > 1,
                           original=(lambda r: _read(ImageItem(Path(r.file)), model, settings)) if figures else None)
-            out.extend(rows)
-            done = [r for r in out if r.status != "error"]
-            bar.update(task, advance=len(batch),
+            per = len(settings.quantizers)
+            for k, i in enumerate(idx):
+                by_item[i] = rows[k * per:(k + 1) * per]
+            done = [r for rs in by_item.values() for r in rs if r.status != "error"]
+            bar.update(task, advance=len(idx),
                        status=f"fooled {sum(r.status in ('fooled', 'misclassified') for r in done)}/{len(done)}")
-    return out
+    return [r for i in range(len(items)) for r in by_item[i]]
