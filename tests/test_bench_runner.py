@@ -307,3 +307,14 @@ def test_helpers():
     with pytest.raises(ConfigError):
         parse_attack("cw:0")
     assert batch_seed(0, "m", "bp", 1) == batch_seed(0, "m", "bp", 1) != batch_seed(0, "m", "bp", 2)
+
+
+def test_bench_runs_the_jpeg_quantizer_on_a_defended_model(image_set, tmp_path):
+    """Any quantizer, any classifier: BP + JPEG quantization against the model behind JPEG 90."""
+    res = run_benchmark(image_set, [TINY, f"{TINY}+jpeg:90"], attacks="bp", quantizer="jpeg", quality=90,
+                        limit=4, out=tmp_path / "run", steps=12, batch_size=2, gallery=0, progress=False)
+    rows = [r for r in res.rows if not r.get("error")]
+    assert {r["model"] for r in rows} == {TINY, f"{TINY}+jpeg:90"} and {r["quantizer"] for r in rows} == {"jpeg"}
+    for r in rows:
+        if r["model"] == TINY and r["prediction"] == r["label"]:
+            assert r["extra"]["compression_distortion"] > 0 and r["gradients"] <= 12

@@ -82,3 +82,42 @@ class LossOracle(_Counter):
 
     def loss(self, logits: Tensor) -> Tensor:
         return self.criterion.loss(logits)
+
+
+class LabelOracle:
+    """Label-only access to ``model`` that quantizes every query and counts it per image.
+
+    ``__call__(xq, idx, counted)`` takes float pixels (m, C, H, W) for the images ``idx`` (m,)
+    (distinct indices into the batch), quantizes them to integers in [0, 255], runs one forward
+    and returns the quantized images, whether each is adversarial and the predicted labels
+    (label-only access). ``counted`` (m,) bool
+    marks the rows that are real queries (default: all); other rows ride along in the batch
+    and their answers must be ignored by the caller.
+
+    Budget: an image is counted at most once per call, so its count never exceeds the number
+    of calls; a call beyond ``max_queries`` raises :class:`BudgetExceeded` before the model
+    runs (no host-device synchronisation needed). :meth:`check` verifies the exact counts.
+    """
+
+    def __init__(self, model: nn.Module, y: Tensor, targeted: bool = False, max_queries: int | None = None) -> None:
+        self.model = model
+        self.y = y
+        self.targeted = targeted
+        self.max_queries = max_queries
+        self.calls = 0
+        self.queries = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
+
+    @torch.no_grad()
+    def __call__(self, xq: Tensor, idx: Tensor, counted: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        if self.max_queries is not None and self.calls >= self.max_queries:
+            raise BudgetExceeded(f"attack asked for more than {self.max_queries} queries per image")
+        self.calls += 1
+        self.queries.index_add_(0, idx, torch.ones_like(idx) if counted is None else counted.long())
+        xi = xq.round().clamp_(0, 255)  # every query is an 8-bit image
+        pred = self.model(xi).argmax(1)
+        y = self.y[idx]
+        return xi, (pred == y) if self.targeted else (pred != y), pred
+
+    def check(self) -> None:
+        if self.max_queries is not None and bool((self.queries > self.max_queries).any()):
+            raise BudgetExceeded(f"an image used more than {self.max_queries} queries")

@@ -48,9 +48,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..distortion import distortion
-from .base import AttackResult, BudgetExceeded, check_inputs
 from ..criteria import label_criterion
+from ..distortion import distortion
+from ..oracle import BudgetExceeded, LabelOracle  # noqa: F401  (label-only queries are counted there)
+from .base import AttackResult, check_inputs
 from .registry import register
 
 # per-image phases of the state machine
@@ -66,45 +67,6 @@ SYNC_FREE: bool | None = None
 def quantize(x: Tensor) -> Tensor:
     """Round float pixels to integers in [0, 255] (kept as float)."""
     return x.round().clamp_(0, 255)
-
-
-class LabelOracle:
-    """Label-only access to ``model`` that quantizes every query and counts it per image.
-
-    ``__call__(xq, idx, counted)`` takes float pixels (m, C, H, W) for the images ``idx`` (m,)
-    (distinct indices into the batch), quantizes them to integers in [0, 255], runs one forward
-    and returns the quantized images, whether each is adversarial and the predicted labels
-    (label-only access). ``counted`` (m,) bool
-    marks the rows that are real queries (default: all); other rows ride along in the batch
-    and their answers must be ignored by the caller.
-
-    Budget: an image is counted at most once per call, so its count never exceeds the number
-    of calls; a call beyond ``max_queries`` raises :class:`BudgetExceeded` before the model
-    runs (no host-device synchronisation needed). :meth:`check` verifies the exact counts.
-    """
-
-    def __init__(self, model: nn.Module, y: Tensor, targeted: bool = False, max_queries: int | None = None) -> None:
-        self.model = model
-        self.y = y
-        self.targeted = targeted
-        self.max_queries = max_queries
-        self.calls = 0
-        self.queries = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
-
-    @torch.no_grad()
-    def __call__(self, xq: Tensor, idx: Tensor, counted: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        if self.max_queries is not None and self.calls >= self.max_queries:
-            raise BudgetExceeded(f"attack asked for more than {self.max_queries} queries per image")
-        self.calls += 1
-        self.queries.index_add_(0, idx, torch.ones_like(idx) if counted is None else counted.long())
-        xi = quantize(xq)
-        pred = self.model(xi).argmax(1)
-        y = self.y[idx]
-        return xi, (pred == y) if self.targeted else (pred != y), pred
-
-    def check(self) -> None:
-        if self.max_queries is not None and bool((self.queries > self.max_queries).any()):
-            raise BudgetExceeded(f"an image used more than {self.max_queries} queries")
 
 
 def dct_matrix(n: int, device: torch.device | None = None) -> Tensor:
