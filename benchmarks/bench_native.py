@@ -101,13 +101,19 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--victims", default="both", help="comma-separated native victims: both, pil, float")
     p.add_argument("--no-model-size", action="store_true", help="skip the model-size reference run")
+    p.add_argument("--only-size", default=None, help="WxH: only images of this size (timing without batching effects)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="benchmarks/out/native.json")
     args = p.parse_args()
     torch.manual_seed(0)
     model = advimage.load_model("efficientnet_lite0", device=args.device)
-    items = discover(args.images)[args.offset:args.offset + args.limit]
+    items = discover(args.images)
+    if args.only_size:
+        from advimage.engine import _header_size
+        want = tuple(int(v) for v in args.only_size.lower().split("x"))
+        items = [it for it in items if _header_size(it.path) == want]
+    items = items[args.offset:args.offset + args.limit]
     ref = reference_model()
     runs = [] if args.no_model_size else [("model", Settings(steps=args.steps, size="model"))]
     runs += [(f"native-{v}", Settings(steps=args.steps, size="native", victim=v)) for v in args.victims.split(",")]
