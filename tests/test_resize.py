@@ -341,3 +341,22 @@ def test_eval_transform_any_input_size(method):
         y = t(torch.rand(1, 3, h, w) * 255)
         assert y.shape == (1, 3, 16, 16)
         assert t.resized_size(h, w) == shorter_side_size(h, w, 18)
+
+
+@pytest.mark.parametrize("shape,size,box", [((375, 500), (256, 341), (16, 58)), ((500, 333), (384, 256), (80, 16)),
+                                            ((40, 48), (32, 38), (0, 3)), ((30, 200), (26, 64), (1, 20))])
+def test_crop_aware_pillow_resize_equals_resize_then_crop(shape, size, box):
+    from advimage.resize import pillow_resize_crop
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (2, 3, *shape), generator=g).double()
+    crop = (min(24, size[0] - box[0]), min(24, size[1] - box[1]))
+    full = pillow_resize(x, size, "bicubic")[..., box[0]:box[0] + crop[0], box[1]:box[1] + crop[1]]
+    part = pillow_resize_crop(x, size, box[0], box[1], crop, "bicubic")
+    assert torch.equal(full, part)
+    # same straight-through gradient as the full resize followed by the crop
+    up = torch.randn(part.shape, generator=g, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (pillow_resize(xa, size, "bicubic")[..., box[0]:box[0] + crop[0], box[1]:box[1] + crop[1]] * up).sum().backward()
+    (pillow_resize_crop(xb, size, box[0], box[1], crop, "bicubic") * up).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)

@@ -237,8 +237,10 @@ def pillow_vertical_first(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> bo
     return PILLOW_VERTICAL_FIRST_RULE and h < H and (H - h) > 2 * (W - w)
 
 
-def _pillow_apply(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: bool) -> Tensor:
-    """Apply the fixed-point weights (float64 integers) in Pillow's order; x float64 (..., H, W)."""
+def _pillow_apply(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: bool,
+                  vertical_first: bool | None = None) -> Tensor:
+    """Apply the fixed-point weights (float64 integers) in Pillow's order; x float64 (..., H, W).
+    vertical_first: Pillow's pass order (default: :func:`pillow_vertical_first` of these shapes)."""
     if not rounding:
         y = x
         if kw is not None:
@@ -252,7 +254,9 @@ def _pillow_apply(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: boo
 
     # Resample.c ImagingResampleInner: ImagingResampleHorizontal_8bpc then ImagingResampleVertical_8bpc
     # on the 8-bit intermediate, or the other way round (pillow_vertical_first)
-    if kh is not None and kw is not None and pillow_vertical_first(tuple(x.shape[-2:]), (kh.shape[0], kw.shape[0])):
+    if vertical_first is None and kh is not None and kw is not None:
+        vertical_first = pillow_vertical_first(tuple(x.shape[-2:]), (kh.shape[0], kw.shape[0]))
+    if kh is not None and kw is not None and vertical_first:
         return clip8(clip8(kh @ x) @ kw.T)
     y = x
     if kw is not None:
@@ -262,7 +266,27 @@ def _pillow_apply(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: boo
     return y
 
 
-def _pillow_forward(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: bool) -> Tensor:
+class _StraightThrough(torch.autograd.Function):
+    """Value: the exact 8-bit output (computed without gradient); gradient: the transpose of the
+    fixed-point linear map, ``Khᵀ g Kw / 2^44``, in the gradient's precision (the order of the two
+    passes does not matter for a linear map)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, exact: Tensor, kh: Tensor | None, kw: Tensor | None) -> Tensor:
+        ctx.kh, ctx.kw = kh, kw
+        return exact
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if ctx.kh is not None:
+            g = (ctx.kh.to(g.dtype) / _ONE).T @ g
+        if ctx.kw is not None:
+            g = g @ (ctx.kw.to(g.dtype) / _ONE)
+        return g, None, None, None
+
+
+def _pillow_forward(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: bool,
+                    vertical_first: bool | None = None) -> Tensor:
     """Shared body of :func:`pillow_resize` and :class:`PillowResize` (weights on x's device)."""
     out_dtype = x.dtype if x.is_floating_point() else torch.float32
     if kh is None and kw is None:
@@ -272,15 +296,10 @@ def _pillow_forward(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: b
         out = _pillow_apply(xd, kh, kw, rounding=False)
     else:
         with torch.no_grad():
-            exact = _pillow_apply(xd.detach(), kh, kw, rounding=True)
+            exact = _pillow_apply(xd.detach(), kh, kw, rounding=True, vertical_first=vertical_first)
         if torch.is_grad_enabled() and x.requires_grad:
             # straight-through: value = exact Pillow output, gradient = the fixed-point linear map
-            # (lin - lin.detach() is exactly 0, so the value stays bit-exact); the gradient path
-            # runs in x's precision, only the exact value needs float64
-            xf = x if x.is_floating_point() else x.float()
-            lin = _pillow_apply(xf, None if kh is None else kh.to(xf.dtype), None if kw is None else kw.to(xf.dtype),
-                                rounding=False)
-            return exact.to(lin.dtype) + (lin - lin.detach())
+            return _StraightThrough.apply(x, exact.to(out_dtype), kh, kw)
         out = exact
     return out.to(out_dtype)
 
@@ -315,6 +334,39 @@ def pillow_resize(x: Tensor, size: tuple[int, int], filter: str = "bicubic", rou
 
 
 _MODULE_CACHE_SIZE = 16
+
+
+def _used(k: Tensor) -> tuple[int, int]:
+    """First and one-past-last input index read by the rows of k (out, in)."""
+    cols = (k != 0).any(0).nonzero().flatten()
+    return (int(cols[0]), int(cols[-1]) + 1) if cols.numel() else (0, 1)
+
+
+def pillow_resize_crop(x: Tensor, size: tuple[int, int], top: int, left: int, crop: tuple[int, int],
+                       filter: str = "bicubic") -> Tensor:
+    """``pillow_resize(x, size, filter)[..., top:top + ch, left:left + cw]`` (rounding, straight-through
+    gradient), computing only what the crop needs: the output rows and columns kept and the input
+    pixels their windows read. Same values to the bit (each output pixel depends only on its
+    window; Pillow's pass order is decided on the full sizes)."""
+    if filter not in PILLOW_FILTERS:
+        raise ValueError(f"unknown Pillow filter {filter!r}; valid: {', '.join(PILLOW_FILTERS)}")
+    h, w = size
+    ch, cw = crop
+    H, W = x.shape[-2], x.shape[-1]
+    kh = kw = None
+    if w != W:
+        kw = _fixed_matrix(W, w, filter)[left:left + cw]
+        c0, c1 = _used(kw)
+        x, kw = x[..., c0:c1], kw[:, c0:c1].to(x.device)
+    else:
+        x = x[..., left:left + cw]
+    if h != H:
+        kh = _fixed_matrix(H, h, filter)[top:top + ch]
+        r0, r1 = _used(kh)
+        x, kh = x[..., r0:r1, :], kh[:, r0:r1].to(x.device)
+    else:
+        x = x[..., top:top + ch, :]
+    return _pillow_forward(x, kh, kw, True, vertical_first=pillow_vertical_first((H, W), (h, w)))
 
 
 class PillowResize(nn.Module):
@@ -564,10 +616,14 @@ class EvalTransform(nn.Module):
         _check_4d(x)
         H, W = x.shape[-2:]
         size = self.resized_size(H, W)
-        if (H, W) != size:  # torchvision's resize returns the image unchanged when sizes match
-            x = resize(x, size, self.method)
         top, left = center_crop_box(size[0], size[1], self.input_size)
-        return x[..., top:top + self.input_size, left:left + self.input_size]
+        S = self.input_size
+        if (H, W) == size:  # torchvision's resize returns the image unchanged when sizes match
+            return x[..., top:top + S, left:left + S]
+        if self.method.startswith("pil-"):  # only what the crop needs (same values, less work)
+            return pillow_resize_crop(x, size, top, left, (S, S), self.method[len("pil-"):])
+        x = resize(x, size, self.method)
+        return x[..., top:top + S, left:left + S]
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, crop_pct={self.crop_pct}, method={self.method!r}"
