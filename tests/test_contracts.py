@@ -152,8 +152,14 @@ def test_victim_both_runs_two_paths_and_label_attacks_fall_back(tiny_registered)
     assert out.shape == (2, 2, 10)
     assert torch.allclose(out[:, 1], model(torch.nn.functional.interpolate(x, size=(32, 38), mode="bilinear",
                                                                            antialias=True)[..., 3:35]), atol=1e-3)
-    assert Settings(attack="ddn").effective_victim == "pil" and Settings(attack="bp").effective_victim == "both"
-    assert Settings(attack="surfree").identity()["victim"] == "pil"
+    # label-only attacks go through the PIL path; their quantizer still needs both paths fooled
+    assert Settings(attack="ddn").effective_victim == "pil+both" and Settings(attack="bp").effective_victim == "both"
+    assert Settings(attack="surfree").identity()["victim"] == "pil+both"
+    from advimage.engine import quantizer_model
+    from advimage.models.protocol import ResizedClassifier
+    s = Settings(victim="pil+both")
+    a = attacked_model(model, s)
+    assert isinstance(a, ResizedClassifier) and isinstance(quantizer_model(model, s, a), MultiPathClassifier)
 
 
 def test_every_classifier_kind_implements_the_protocol(tiny_registered):

@@ -48,7 +48,7 @@ from .images import ImageReadError, load_for_model, read_image
 from .quantize import spec as quantizer_spec
 
 SIZES = ("native", "model")
-VICTIMS = ("both", "pil", "float")
+VICTIMS = ("both", "pil", "float", "pil+both")
 STATUSES = ("fooled", "failed", "misclassified", "error")
 
 
@@ -61,7 +61,9 @@ class Settings:
     quantizer options; target: class index for a targeted attack; size: ``native`` or ``model``;
     victim: native size, the resize the attack and the quantizer go through: ``both`` (the PIL
     and the float paths at once, success only when both are fooled), ``pil`` or ``float``
-    (attacks that need labels, such as DDN and SurFree, take ``pil`` for ``both``); downscaler: override of the resize method (a name
+    (attacks that need labels, such as DDN and SurFree, take ``pil`` for ``both``), or
+    ``pil+both`` (the attack through ``pil``, the quantizer through both: one network pass per
+    attack step); downscaler: override of the resize method (a name
     of :data:`advimage.resize.RESIZE_METHODS`); seed: torch seed and the attack's ``seed``;
     attack_params: extra attack hyperparameters; quantizer_steps: forward budget of each
     quantizer's λ search (smart: λ values tried after the check of x0; jpeg: n, n + 1 values).
@@ -115,9 +117,12 @@ class Settings:
 
     @property
     def effective_victim(self) -> str:
-        """``both`` needs an attack that accepts any criterion; label-only attacks get ``pil``."""
-        if self.victim == "both" and (attack_spec(self.attack).labels_only or self.downscaler):
+        """``both`` needs an attack that accepts any criterion; label-only attacks get ``pil+both``
+        (the quantizer still makes the file fool both paths)."""
+        if self.downscaler:
             return "pil"
+        if self.victim == "both" and attack_spec(self.attack).labels_only:
+            return "pil+both"
         return self.victim
 
     def effective_quantizer(self, name: str) -> str:
@@ -210,7 +215,17 @@ def attacked_model(model, settings: Settings):
 
     if settings.effective_victim == "both":
         return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")])
-    return ResizedClassifier(model, victim_method(model.config, settings.effective_victim, settings.downscaler))
+    victim = "pil" if settings.effective_victim == "pil+both" else settings.effective_victim
+    return ResizedClassifier(model, victim_method(model.config, victim, settings.downscaler))
+
+
+def quantizer_model(model, settings: Settings, attacked):
+    """The classifier the quantizer goes through: the attack's, or both paths for ``pil+both``."""
+    if settings.size == "native" and settings.effective_victim == "pil+both":
+        from .models.protocol import MultiPathClassifier, victim_method
+
+        return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")])
+    return attacked
 
 
 def verification_paths(settings: Settings) -> tuple[str, ...]:
@@ -263,15 +278,19 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     dev = model.device
     x0 = x0_u8.to(dev).float()
     n = x0.shape[0]
-    logits0 = _logits(attacked, x0)
+    qmodel = quantizer_model(model, settings, attacked)
+    logits0 = _logits(qmodel, x0)
     pred0 = (logits0[:, 0] if logits0.ndim == 3 else logits0).argmax(1)  # several paths: the first (PIL)
     labels = torch.tensor([it.label if it.label is not None else int(p) for it, p in zip(items, pred0)],
                           dtype=torch.long, device=dev)
     targeted = settings.target is not None
     crit = (TargetedMisclassification(torch.full_like(labels, settings.target)) if targeted
             else Misclassification(labels))
+    attack_crit = crit
     if logits0.ndim == 3:  # several victim paths: every one must be fooled
         crit = AllPaths(crit)
+        if qmodel is attacked:
+            attack_crit = crit
     already = crit.success(logits0)
     todo = (~already).nonzero().flatten()
     aspec = attack_spec(settings.attack)
@@ -304,11 +323,12 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     params = dict(settings.attack_params)
     if aspec.seeded:
         params["seed"] = settings.seed
-    res = aspec.run(attacked, x_start, sub, steps=settings.attack_steps, targeted=targeted, **params)
+    res = aspec.run(attacked, x_start, attack_crit.subset(todo), steps=settings.attack_steps, targeted=targeted,
+                    **params)
     for q in settings.quantizers:
         qname = settings.effective_quantizer(q)
         qs = quantizer_spec(qname)
-        qr = qs.run(attacked, xs, res.x_adv, sub, df=settings.df, quality=settings.quality, targeted=targeted,
+        qr = qs.run(qmodel, xs, res.x_adv, sub, df=settings.df, quality=settings.quality, targeted=targeted,
                     steps=settings.quantizer_steps)
         for m, j in enumerate(todo.tolist()):
             data = qr.encode(m)
