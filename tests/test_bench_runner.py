@@ -318,3 +318,12 @@ def test_bench_runs_the_jpeg_quantizer_on_a_defended_model(image_set, tmp_path):
     for r in rows:
         if r["model"] == TINY and r["prediction"] == r["label"]:
             assert r["extra"]["compression_distortion"] > 0 and r["gradients"] <= 12
+
+
+def test_bench_at_native_size(image_set, tmp_path):
+    res = run_benchmark(image_set, TINY, attacks="bp", size="native", limit=3, out=tmp_path / "run", steps=10,
+                        batch_size=3, gallery=1, progress=False)
+    rows = [r for r in res.rows if not r.get("error")]
+    attacked = [r for r in rows if not r["extra"].get("misclassified")]
+    assert attacked and all("distortion_model" in r["extra"] for r in attacked)
+    assert res.report.html.is_file()
