@@ -145,7 +145,7 @@ def test_victim_both_runs_two_paths_and_label_attacks_fall_back(tiny_registered)
     from advimage.models.protocol import MultiPathClassifier
 
     model = advimage.models.get(tiny_registered)
-    both = attacked_model(model, Settings())
+    both = attacked_model(model, Settings(victim="both"))
     assert isinstance(both, MultiPathClassifier) and both.methods == ["pil-bilinear", "torch-bilinear"]
     x = torch.randint(0, 256, (2, 3, 40, 48)).float()
     out = both(x)
@@ -153,7 +153,9 @@ def test_victim_both_runs_two_paths_and_label_attacks_fall_back(tiny_registered)
     assert torch.allclose(out[:, 1], model(torch.nn.functional.interpolate(x, size=(32, 38), mode="bilinear",
                                                                            antialias=True)[..., 3:35]), atol=1e-3)
     # label-only attacks go through the PIL path; their quantizer still needs both paths fooled
-    assert Settings(attack="ddn").effective_victim == "pil+both" and Settings(attack="bp").effective_victim == "both"
+    assert Settings(attack="ddn", victim="both").effective_victim == "pil+both"
+    assert Settings(attack="bp", victim="both").effective_victim == "both"
+    assert Settings().effective_victim == "pil+both"  # the default
     assert Settings(attack="surfree").identity()["victim"] == "pil+both"
     from advimage.engine import quantizer_model
     from advimage.models.protocol import ResizedClassifier

@@ -52,11 +52,11 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     p.add_argument("--size", default="native", choices=["native", "model"],
                    help="native: attack and write the file at its own size through the model's resize (Ch. 9, "
                         "Scenario B); model: attack the resized centre crop (Scenario A)")
-    p.add_argument("--victim", default="both", choices=["both", "pil", "float", "pil+both"],
-                   help="native size: the resize the attack goes through: pil = Pillow's 8-bit resize (timm's and "
-                        "torchvision's default eval transforms on PIL images), float = torchvision's resize on a "
-                        "float tensor, both = the two at once (the file must fool both), pil+both = the attack through "
-                        "pil, the quantizer through both (cheaper). Files are always verified through both")
+    p.add_argument("--victim", default="pil+both", choices=["pil+both", "both", "pil", "float"],
+                   help="native size: the resize paths the file must fool. pil+both: the attack goes through "
+                        "Pillow's exact 8-bit resize (timm's and torchvision's eval transforms on PIL images), the "
+                        "quantizer makes the file fool it and torchvision's float resize too; both: the attack goes "
+                        "through both (slower); pil / float: one path only. Files are always verified through both")
     p.add_argument("--downscaler", default=None,
                    help="native size: another resize method (nearest, bilinear, bicubic, area, bilag, bilg, "
                         "torch-bicubic, pil-bicubic, ...)")

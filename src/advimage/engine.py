@@ -11,9 +11,10 @@ Sizes (``Settings.size``):
   model's eval transform as a differentiable layer (:class:`~advimage.models.protocol.ResizedClassifier`,
   thesis Ch. 9 Scenario B); the written file has the original's size. ``victim`` picks the
   transform the attack goes through: ``pil`` (Pillow's 8-bit resize, reproduced exactly),
-  ``float`` (torchvision's float resize) or ``both`` (default: the two at once, worst-path loss,
-  success only when both are fooled). Files are verified through *both* real pipelines
-  (:mod:`advimage.verify`), and ``verified`` requires both.
+  ``float`` (torchvision's float resize), ``both`` (the two at once, worst-path loss, success only
+  when both are fooled) or ``pil+both`` (default: the attack through ``pil``, the quantizer through
+  both). Files are verified through *both* real pipelines (:mod:`advimage.verify`), and
+  ``verified`` requires both.
 * ``model``: the original is resized and centre-cropped first (Scenario A); the file has the
   model's input size and is verified as it is.
 
@@ -59,11 +60,11 @@ class Settings:
     attack: registered attack; steps: its budget (see the module docstring); quantizers: one or
     more registered quantizers applied to the same attack output (one row each); df, quality:
     quantizer options; target: class index for a targeted attack; size: ``native`` or ``model``;
-    victim: native size, the resize the attack and the quantizer go through: ``both`` (the PIL
-    and the float paths at once, success only when both are fooled), ``pil`` or ``float``
-    (attacks that need labels, such as DDN and SurFree, take ``pil`` for ``both``), or
-    ``pil+both`` (the attack through ``pil``, the quantizer through both: one network pass per
-    attack step); downscaler: override of the resize method (a name
+    victim: native size, the resize the attack and the quantizer go through: ``pil+both``
+    (default: the attack through ``pil``, one network pass per step, the quantizer through both
+    paths), ``both`` (the PIL and the float paths at once, success only when both are fooled;
+    attacks that need labels, such as DDN and SurFree, take ``pil+both`` instead), ``pil`` or
+    ``float``; downscaler: override of the resize method (a name
     of :data:`advimage.resize.RESIZE_METHODS`); seed: torch seed and the attack's ``seed``;
     attack_params: extra attack hyperparameters; quantizer_steps: forward budget of each
     quantizer's λ search (smart: λ values tried after the check of x0; jpeg: n, n + 1 values).
@@ -76,7 +77,7 @@ class Settings:
     quality: int = 90
     target: int | None = None
     size: str = "native"
-    victim: str = "both"
+    victim: str = "pil+both"
     downscaler: str | None = None
     seed: int = 0
     attack_params: dict[str, Any] = field(default_factory=dict)

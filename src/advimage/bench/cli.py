@@ -50,8 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--quality", type=int, default=90, help="JPEG quality for --quantize jpeg")
     p.add_argument("--size", default="model", choices=["model", "native"],
                    help="model: RoBIC's protocol, images resized to the model's input; native: files at their size")
-    p.add_argument("--victim", default="both", choices=["both", "pil", "float", "pil+both"],
-                   help="native size: the resize attacked (both: PIL 8-bit and float at once)")
+    p.add_argument("--victim", default="pil+both", choices=["pil+both", "both", "pil", "float"],
+                   help="native size: the resize paths attacked (see advimage attack --help)")
     p.add_argument("--limit", type=_positive, default=None, help="only the first N images")
     p.add_argument("--seed", type=int, default=0, help="random seed (torch and attacks)")
     p.add_argument("--batch-size", type=_positive, default=16, help="images per batch (and per commit)")

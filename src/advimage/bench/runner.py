@@ -153,7 +153,7 @@ def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
 
 def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float,
               seed: int, quantizer: str = "smart", quality: int = 90, size: str = "model",
-              victim: str = "both") -> list[Job]:
+              victim: str = "pil+both") -> list[Job]:
     """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order.
 
     White-box attacks get ``steps`` gradients (attack + quantizer) and ``quantizer``; black-box
@@ -296,7 +296,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                   device: str | None = None, out: str | os.PathLike = "runs/bench", resume: bool = False,
                   compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
                   title: str | None = None, quantizer: str = "smart", quality: int = 90,
-                  size: str = "model", victim: str = "both") -> BenchmarkResult:
+                  size: str = "model", victim: str = "pil+both") -> BenchmarkResult:
     """Benchmark ``models`` against ``attacks`` on an image set; store, summarize and report.
 
     images: image files or folders (see :func:`advimage.data.discover`), or ImageItems.
