@@ -257,12 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         from .attacks import names, spec
         for n in names():
             s = spec(n)
-            print(f"{n:8s} {'black' if s.black_box else 'white'} box, --steps counts {s.budget}: {s.reference}")
+            ref = s.reference if len(s.reference) <= 110 else s.reference[:109] + "…"
+            print(f"{n:8s} {'black' if s.black_box else 'white'} box, --steps counts {s.budget:9s} {ref}")
         return 0
     if args.command == "quantizers":
         from .quantize import names, spec
         for n in names():
-            print(f"{n:6s} {spec(n).suffix:5s} {spec(n).description}")
+            print(f"{n:12s} {spec(n).suffix:5s} {spec(n).description}")
         return 0
     if args.command == "experiment":
         return args.experiment_main(args)

@@ -79,9 +79,10 @@ def register(name: str, *, black_box: bool = False, budget: str = "gradients", r
 
     def deco(fn: Attack) -> Attack:
         seeded = "seed" in inspect.signature(fn).parameters
-        doc = (inspect.getmodule(fn).__doc__ or "").strip().splitlines()
+        doc = (inspect.getmodule(fn).__doc__ or "").strip().split("\n\n")[0]
+        first = " ".join(doc.split())  # the module docstring's first paragraph: what it implements
         _ATTACKS[name] = AttackSpec(name, fn, black_box, budget, seeded, _defaults(fn),
-                                    reference or (doc[0] if doc else ""), labels_only or black_box)
+                                    reference or first, labels_only or black_box)
         return fn
     return deco
 

@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="random seed (torch and attacks)")
     p.add_argument("--batch-size", type=_positive, default=16, help="images per batch (and per commit)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (None: cuda if available)")
-    p.add_argument("--out", default="runs/bench", help="run directory (default: runs/bench)")
+    p.add_argument("--out", default="runs/bench", help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT (after a crash or Ctrl-C); finished configurations are reused")
     p.add_argument("--gallery", type=int, default=2, help="fooled examples per (model, attack) in the report")
