@@ -151,3 +151,24 @@ def test_sample_within_a_hair_of_the_boundary_is_still_quantized():
     assert q.success.all()
     assert (model(q.pixels.float()).argmax(1) != y).all()
     assert q.distortion[0] <= math.sqrt(2 / x[0].numel()) + 1e-6  # at most two pixels moved by one level
+
+
+def test_pruning_keeps_the_image_adversarial_and_never_adds_distortion(multiclass_problem):
+    from advimage.quantize import spec
+    from advimage.quantize.prune import prune
+
+    model, x, y = multiclass_problem
+    res = get("bp")(model, x, y, steps=30)
+    q = quantize(model, x, res.x_adv, y)
+    p = spec("smart-prune").run(model, x, res.x_adv, y)
+    assert torch.equal(p.success, q.success)
+    ok = p.success
+    assert (model(p.pixels.float()).argmax(1)[ok] != y[ok]).all()
+    assert (p.distortion[ok] <= q.distortion[ok] + 1e-6).all()
+    # every pruned pixel went back to the original; no new change appears
+    kq, kp = q.pixels.float() - x, p.pixels.float() - x
+    assert ((kp == 0) | (kp == kq)).all()
+    assert (p.gradients <= 3).all()
+    # the bisection undoes nothing when nothing can be undone: an image one change away from the boundary
+    pruned, undone, oracle = prune(model, x[ok][:1], q.pixels[ok][:1].float(), y[ok][:1], steps=8)
+    assert int(oracle.forwards.max()) <= 8 and int(undone[0]) >= 0

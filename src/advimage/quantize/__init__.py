@@ -2,7 +2,7 @@
 
 A registry of quantizers sharing one contract (:mod:`.base`): ``names()``, ``spec(name)``,
 ``run(name, model, x0, x_adv, y, ...)``. Registered: ``smart`` (§7.2), ``round``, ``none``
-(:mod:`.spatial`) and ``jpeg`` (§7.3, :mod:`.jpeg`).
+(:mod:`.spatial`), ``jpeg`` (§7.3, :mod:`.jpeg`), ``jpeg-pixels`` and ``smart-prune`` (:mod:`.prune`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from .base import (QuantizedImages, QuantizerSpec, UnknownQuantizerError, critic
                    spec)
 from .spatial import admissible_bounds, lambda_c, quantize_at, quantize_spatial, round_pixels
 from .jpeg import quantize_jpeg  # noqa: E402  (registers "jpeg" after the spatial ones)
+from .prune import smart_prune  # noqa: E402,F401  (registers "smart-prune")
 
 
 def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) -> QuantizedImages:
