@@ -206,3 +206,29 @@ def test_native_batches_group_sizes_and_rows_keep_the_input_order(tmp_path, tiny
     rows = attack_files(advimage.models.get(tiny_registered), items, tmp_path / "out", s, batch_size=3,
                         progress=False, figures=False)
     assert [r.file for r in rows] == [str(it.path) for it in items]
+
+
+def test_margin_makes_the_file_reach_the_margin(tmp_path, tiny_registered):
+    from advimage.criteria import Margin, Misclassification
+
+    g = np.random.default_rng(9)
+    items = []
+    for i in range(3):
+        p = tmp_path / f"m{i}.png"
+        Image.fromarray(g.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
+        items.append(ImageItem(p))
+    model = advimage.models.get(tiny_registered)
+    plain = run_batch(model, items, Settings(steps=30, size="model"))
+    kappa = 5.0
+    robust = run_batch(model, items, Settings(steps=30, size="model", margin=kappa))
+    for a, b in zip(plain, robust):
+        assert b.status == "fooled"
+        x = advimage.codec.decode(b.data).float()[None]
+        loss = Misclassification(torch.tensor([b.label])).loss(model(x))
+        assert float(loss) <= -kappa + 1e-4  # the file reaches the margin
+        assert b.distortion >= a.distortion - 1e-6
+    crit = Margin(Misclassification(torch.tensor([0])), 1.0)
+    assert crit.success(torch.tensor([[0.0, 0.5]])).tolist() == [False]  # fooled, but by less than the margin
+    assert crit.success(torch.tensor([[0.0, 1.5]])).tolist() == [True]
+    with pytest.raises(ValueError, match="margin"):
+        Settings(margin=-1)

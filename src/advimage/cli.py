@@ -49,6 +49,8 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     p.add_argument("--quality", type=int, default=90, help="JPEG quality factor for --quantize jpeg (1-100)")
     p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization (0, 1, 2, ..., inf)")
     p.add_argument("--target", type=int, default=None, help="target class index (targeted attack)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="κ in logit units: the quantized file must reach L_adv <= -κ (robust to small changes)")
     p.add_argument("--size", default="native", choices=["native", "model"],
                    help="native: attack and write the file at its own size through the model's resize (Ch. 9, "
                         "Scenario B); model: attack the resized centre crop (Scenario A)")
@@ -225,7 +227,7 @@ def _run(args, items, out: Path) -> int:
     try:
         settings = Settings(attack=args.attack, steps=args.steps, quantizers=(args.quantize,), df=args.df,
                             quality=args.quality, target=args.target, size=args.size, victim=args.victim,
-                            downscaler=args.downscaler, seed=args.seed)
+                            downscaler=args.downscaler, seed=args.seed, margin=args.margin)
     except (ValueError, TypeError) as exc:
         fail(str(exc))
     model = load_model_or_exit(args.model, args.weights, args.device)

@@ -112,6 +112,39 @@ class AllPaths:
         return len(self.inner)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Margin:
+    """``inner`` with a margin κ ≥ 0 (logit units): success only when ``inner.loss ≤ −κ``; loss
+    ``inner.loss + κ``. For files that must stay adversarial after small changes (a victim's
+    re-encoding or resizing): quantizers then search λ until the margin is reached."""
+
+    inner: "Criterion"
+    kappa: float
+
+    @property
+    def labels(self) -> Tensor:
+        return self.inner.labels  # type: ignore[attr-defined]
+
+    @property
+    def targeted(self) -> bool:
+        return bool(getattr(self.inner, "targeted", False))
+
+    def loss(self, logits: Tensor) -> Tensor:
+        return self.inner.loss(logits) + self.kappa
+
+    def success(self, logits: Tensor) -> Tensor:
+        return self.inner.success(logits) & (self.inner.loss(logits) <= -self.kappa)
+
+    def subset(self, idx: Tensor) -> "Margin":
+        return Margin(self.inner.subset(idx), self.kappa)
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "margin": self.kappa}
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+
 LabelCriterion = Misclassification | TargetedMisclassification
 
 

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from . import codec, verify
 from .attacks import spec as attack_spec
-from .criteria import AllPaths, Misclassification, TargetedMisclassification
+from .criteria import AllPaths, Margin, Misclassification, TargetedMisclassification
 from .data import ImageItem
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
@@ -67,7 +67,9 @@ class Settings:
     ``float``; downscaler: override of the resize method (a name
     of :data:`advimage.resize.RESIZE_METHODS`); seed: torch seed and the attack's ``seed``;
     attack_params: extra attack hyperparameters; quantizer_steps: forward budget of each
-    quantizer's λ search (smart: λ values tried after the check of x0; jpeg: n, n + 1 values).
+    quantizer's λ search (smart: λ values tried after the check of x0; jpeg: n, n + 1 values);
+    margin: κ ≥ 0 in logit units that the quantized image must reach (L_adv ≤ −κ on every attacked
+    path, :class:`~advimage.criteria.Margin`); files are still verified without it.
     """
 
     attack: str = "bp"
@@ -82,6 +84,7 @@ class Settings:
     seed: int = 0
     attack_params: dict[str, Any] = field(default_factory=dict)
     quantizer_steps: int = 10
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         a = attack_spec(self.attack)  # unknown names raise with the valid ones
@@ -96,6 +99,8 @@ class Settings:
             raise ValueError(f"unknown victim {self.victim!r}; valid: {', '.join(VICTIMS)}")
         if self.steps < 1:
             raise ValueError("steps must be >= 1")
+        if not (self.margin >= 0 and math.isfinite(self.margin)):
+            raise ValueError(f"margin must be a finite number >= 0, got {self.margin}")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
         if not (math.isinf(self.df) or (self.df >= 0 and self.df == int(self.df))):
@@ -142,6 +147,7 @@ class Settings:
             "target": self.target, "size": self.size,
             "quantizers": [quantizer_spec(self.effective_quantizer(q)).settings(self.df, self.quality)
                            for q in self.quantizers], "quantizer_steps": self.quantizer_steps,
+            "margin": self.margin,
         }
         if self.size == "native":
             out.update(victim=self.effective_victim, downscaler=self.downscaler)
@@ -288,8 +294,10 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     crit = (TargetedMisclassification(torch.full_like(labels, settings.target)) if targeted
             else Misclassification(labels))
     attack_crit = crit
+    quant_crit = Margin(crit, settings.margin) if settings.margin > 0 else crit
     if logits0.ndim == 3:  # several victim paths: every one must be fooled
         crit = AllPaths(crit)
+        quant_crit = AllPaths(quant_crit)
         if qmodel is attacked:
             attack_crit = crit
     already = crit.success(logits0)
@@ -329,7 +337,8 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     for q in settings.quantizers:
         qname = settings.effective_quantizer(q)
         qs = quantizer_spec(qname)
-        qr = qs.run(qmodel, xs, res.x_adv, sub, df=settings.df, quality=settings.quality, targeted=targeted,
+        qr = qs.run(qmodel, xs, res.x_adv, quant_crit.subset(todo), df=settings.df, quality=settings.quality,
+                    targeted=targeted,
                     steps=settings.quantizer_steps)
         for m, j in enumerate(todo.tolist()):
             data = qr.encode(m)

@@ -48,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--quantize", default="smart", choices=quantizer_names(),
                    help="quantizer of white-box outputs (black-box outputs are integers: PNG)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality for --quantize jpeg")
+    p.add_argument("--margin", type=float, default=0.0, help="κ (logits) the quantized images must reach")
     p.add_argument("--size", default="model", choices=["model", "native"],
                    help="model: RoBIC's protocol, images resized to the model's input; native: files at their size")
     p.add_argument("--victim", default="pil+both", choices=["pil+both", "both", "pil", "float"],
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit, seed=args.seed, batch_size=args.batch_size, device=args.device, out=args.out,
             resume=args.resume, compare=args.compare_attacks is not None, gallery=args.gallery,
             progress=not args.quiet, quantizer=args.quantize, quality=args.quality, size=args.size,
-            victim=args.victim)
+            victim=args.victim, margin=args.margin)
     except (UnknownModelError, UnknownAttackError, ConfigError, DataError, RunExistsError, WeightsError) as exc:
         _refuse(str(exc))
     except KeyboardInterrupt:

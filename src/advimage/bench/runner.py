@@ -153,7 +153,7 @@ def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
 
 def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float,
               seed: int, quantizer: str = "smart", quality: int = 90, size: str = "model",
-              victim: str = "pil+both") -> list[Job]:
+              victim: str = "pil+both", margin: float = 0.0) -> list[Job]:
     """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order.
 
     White-box attacks get ``steps`` gradients (attack + quantizer) and ``quantizer``; black-box
@@ -167,7 +167,7 @@ def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, quer
             black = attack_spec(name).black_box
             budget = budget or (queries if black else steps)
             engine = EngineSettings(attack=name, steps=budget, quantizers=(quantizer,), df=df, quality=quality,
-                                    size=size, victim=victim, seed=seed)
+                                    size=size, victim=victim, seed=seed, margin=margin)
             qname = engine.effective_quantizer(quantizer)
             settings: dict[str, Any] = {"protocol": PROTOCOL, "model": m, **engine.identity(), "quantizer": qname,
                                         "verify": "file"}
@@ -296,7 +296,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                   device: str | None = None, out: str | os.PathLike = "runs/bench", resume: bool = False,
                   compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
                   title: str | None = None, quantizer: str = "smart", quality: int = 90,
-                  size: str = "model", victim: str = "pil+both") -> BenchmarkResult:
+                  size: str = "model", victim: str = "pil+both", margin: float = 0.0) -> BenchmarkResult:
     """Benchmark ``models`` against ``attacks`` on an image set; store, summarize and report.
 
     images: image files or folders (see :func:`advimage.data.discover`), or ImageItems.
@@ -362,14 +362,15 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                                  "it (finished configurations are reused), or choose another output folder")
     try:
         jobs = make_jobs(model_list, attack_list, steps=steps, queries=queries, df=df, seed=seed,
-                         quantizer=quantizer, quality=quality, size=size, victim=victim)
+                         quantizer=quantizer, quality=quality, size=size, victim=victim, margin=margin)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
     console = console or stderr_console()
 
     run_settings = {"images": sources, "n_images": len(items), "models": model_list, "attacks": attack_list,
                     "steps": steps, "queries": queries, "df": df, "quantizer": quantizer, "quality": quality,
-                    "size": size, "victim": victim, "limit": limit, "seed": seed, "batch_size": batch_size,
+                    "size": size, "victim": victim, "margin": margin, "limit": limit, "seed": seed,
+                    "batch_size": batch_size,
                     "device": device, "compare": compare, "protocol": PROTOCOL,
                     "jobs": [j.settings for j in jobs]}
     errors: list[str] = []
