@@ -1,4 +1,5 @@
-# Two commands on a fresh clone: `make demo` and `make test`. Each creates and fills .venv on first use.
+# Two commands on a fresh clone: `make demo` and `make test`. Each creates and fills .venv on first use
+# (with the dev and ray extras: the test suite starts a real local Ray cluster).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ PIP_EXTRA ?=
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q $(PIP_EXTRA) -e ".[dev]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q $(PIP_EXTRA) -e ".[dev,ray]"
 	touch $@
 
 install: $(VENV)/.installed

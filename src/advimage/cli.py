@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--out", default="advimage-out", help="output folder")
     att.add_argument("--limit", type=_positive, default=None, help="attack only the first N images")
     _add_attack_options(att)
+    from .distributed import add_arguments as add_ray_arguments
+    add_ray_arguments(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
     from .experiments import jpeg_defense, jpeg_table, quantization_table
@@ -220,6 +222,26 @@ def summary_line(rows, elapsed: float, out: Path) -> str:
     return "; ".join(parts) + f"; {elapsed:.1f} s; rows in {out}/results.json"
 
 
+def _ray_options(args):
+    """RayOptions from --ray and its options (None without --ray); bad values refused. The model
+    name is checked here, before any cluster starts."""
+    if not hasattr(args, "ray"):
+        return None
+    from .distributed import RayUnavailableError, import_plugins, options_from_args
+    from .models import UnknownModelError
+    from .models.specs import check as check_model
+
+    try:
+        options = options_from_args(args)
+        if options is None:
+            return None
+        import_plugins(options.imports)
+        check_model(args.model)
+    except (ValueError, RayUnavailableError, UnknownModelError) as exc:
+        fail(str(exc))
+    return options
+
+
 def _run(args, items, out: Path) -> int:
     from .engine import Settings, attack_files
     from .progress import stderr_console
@@ -230,11 +252,26 @@ def _run(args, items, out: Path) -> int:
                             downscaler=args.downscaler, seed=args.seed, margin=args.margin)
     except (ValueError, TypeError) as exc:
         fail(str(exc))
-    model = load_model_or_exit(args.model, args.weights, args.device)
+    ray = _ray_options(args)
     t0 = time.perf_counter()
-    rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
-                        progress=not (args.quiet or args.json), figures=not args.no_figures,
-                        console=stderr_console())
+    if ray is None:
+        model = load_model_or_exit(args.model, args.weights, args.device)
+        rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
+                            progress=not (args.quiet or args.json), figures=not args.no_figures,
+                            console=stderr_console())
+        model_name = model.config.name
+    else:  # the workers load the model; this process writes the files
+        from .distributed import ModelRef, RayUnavailableError, worker_table
+        stats: list = []
+        try:
+            rows = attack_files(ModelRef(args.model, args.weights, args.device), items, out, settings,
+                                batch_size=args.batch_size, progress=not (args.quiet or args.json),
+                                figures=not args.no_figures, console=stderr_console(), ray=ray, stats=stats)
+        except RayUnavailableError as exc:
+            fail(str(exc))
+        if stats and not (args.quiet or args.json):
+            worker_table(stats[0])
+        model_name = args.model
     elapsed = time.perf_counter() - t0
     data = [r.to_dict() for r in rows]
     out.mkdir(parents=True, exist_ok=True)
@@ -242,8 +279,8 @@ def _run(args, items, out: Path) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        where = "native size" if args.size == "native" else f"{model.config.input_size}px"
-        print_table(rows, f"{args.attack} ({args.steps} steps) + {args.quantize} on {model.config.name}, {where}")
+        where = "native size" if args.size == "native" else "model size"
+        print_table(rows, f"{args.attack} ({args.steps} steps) + {args.quantize} on {model_name}, {where}")
         print(summary_line(rows, elapsed, out))
     return 1 if any(r.status == "error" for r in rows) else 0
 
@@ -273,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import cli as bench_cli
         return bench_cli.run(args)
     _validate(args)
-    args.device = check_device(args.device)
+    if getattr(args, "ray", None) is None:  # with --ray the workers pick their device
+        args.device = check_device(args.device)
     out = check_out_dir(args.out)
     from .data import DataError, ImageItem, discover
 

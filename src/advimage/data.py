@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .images import IMAGE_SUFFIXES
@@ -16,14 +16,29 @@ _WNID = re.compile(r"^(n\d{8})")
 
 @dataclass(frozen=True)
 class ImageItem:
-    """One image to attack: its path and ground-truth label (None: use the model's prediction)."""
+    """One image to attack: its path and ground-truth label (None: use the model's prediction).
+
+    data: the file's bytes when they travel with the item (to a worker on another machine, see
+    :mod:`advimage.distributed`); readers then decode them instead of opening ``path``.
+    """
 
     path: Path
     label: int | None = None
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def stem(self) -> str:
         return self.path.stem
+
+    def with_data(self) -> ImageItem:
+        """The same item carrying its file's bytes (unchanged if the file cannot be read: the
+        worker then reports the same error as a local run)."""
+        if self.data is not None:
+            return self
+        try:
+            return replace(self, data=self.path.read_bytes())
+        except OSError:
+            return self
 
 
 class DataError(ValueError):

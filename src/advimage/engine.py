@@ -31,6 +31,7 @@ bytes of the best attempt in ``data`` for whoever wants them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -239,10 +240,11 @@ def verification_paths(settings: Settings) -> tuple[str, ...]:
     return ("model",) if settings.size == "model" else ("float", "pil")
 
 
-def _read(item: ImageItem, model, settings: Settings) -> Tensor:
+def _read(item: ImageItem, config, settings: Settings) -> Tensor:
+    """The original pixels the attack starts from; config: the model's :class:`ModelConfig`."""
     if settings.size == "model":
-        return load_for_model(item.path, model.config)
-    return read_image(item.path)
+        return load_for_model(item.path, config, item.data)
+    return read_image(item.path, item.data)
 
 
 def run_batch(model, items: Sequence[ImageItem], settings: Settings, keys: Sequence[str] | None = None,
@@ -261,7 +263,7 @@ def run_batch(model, items: Sequence[ImageItem], settings: Settings, keys: Seque
     groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = {}
     for i, item in enumerate(items):
         try:
-            x = _read(item, model, settings)
+            x = _read(item, model.config, settings)
         except ImageReadError as exc:
             rows[i] = [Row(file=str(item.path), key=keys[i], quantizer=q, label=item.label, error=str(exc))
                        for q in settings.quantizers]
@@ -446,22 +448,42 @@ def plan_batches(items: Sequence[ImageItem], batch_size: int, settings: Settings
 
 def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, settings: Settings | None = None, *,
                  batch_size: int = 8, progress: bool = True, figures: bool = True, console: Any = None,
-                 **kwargs: Any) -> list[Row]:
+                 ray: Any = None, stats: list | None = None, **kwargs: Any) -> list[Row]:
     """Attack every item in batches with a progress bar, write verified files, return the rows.
 
     ``settings`` or its fields as keyword arguments (``attack=``, ``steps=``, ``quantizers=`` ...).
+    model: a loaded classifier; with ``ray`` (:class:`advimage.distributed.RayOptions`) a
+    :class:`~advimage.distributed.ModelRef` (or model spec) that each Ray worker loads: the batches
+    then run as Ray tasks, and this process alone writes the files. stats: if given, gets the
+    executor's :class:`~advimage.distributed.RunStats` appended (per-worker summary).
     """
+    from .distributed import ModelRef, Unit, executor
     from .progress import progress_bar
 
     settings = settings or Settings(**kwargs)
-    attacked = attacked_model(model, settings)
+    batches = plan_batches(items, batch_size, settings)
     by_item: dict[int, list[Row]] = {}
-    with progress_bar(progress, console) as bar:
+    with contextlib.ExitStack() as stack:
+        if ray is None:
+            attacked = attacked_model(model, settings)
+            config = model.config
+            results: Iterable[tuple[list[int], list[Row]]] = (
+                (idx, run_batch(model, [items[i] for i in idx], settings, attacked=attacked)) for idx in batches)
+        else:
+            ref = model if isinstance(model, ModelRef) else ModelRef(str(model))
+            ex = stack.enter_context(executor(ray))
+            config = ex.model_info(ref)["config"]
+            if stats is not None:
+                stats.append(ex.stats)
+            units = (Unit(tag=idx, model=ref, fn=run_batch, args=([items[i].with_data() for i in idx], settings),
+                          engine_settings=settings, images=len(idx)) for idx in batches)
+            results = ((u.tag, _lost_rows(u.args[0], settings, r) if isinstance(r, Exception) else r)
+                       for u, r in ex.run(units))
+        original = (lambda r: _read(ImageItem(Path(r.file)), config, settings)) if figures else None
+        bar = stack.enter_context(progress_bar(progress, console))
         task = bar.add_task("attack", total=len(items), status="")
-        for idx in plan_batches(items, batch_size, settings):
-            rows = run_batch(model, [items[i] for i in idx], settings, attacked=attacked)
-            write_outputs(rows, out_dir, multi=len(settings.quantizers) > 1,
-                          original=(lambda r: _read(ImageItem(Path(r.file)), model, settings)) if figures else None)
+        for idx, rows in results:
+            write_outputs(rows, out_dir, multi=len(settings.quantizers) > 1, original=original)
             per = len(settings.quantizers)
             for k, i in enumerate(idx):
                 by_item[i] = rows[k * per:(k + 1) * per]
@@ -469,3 +491,10 @@ def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, setting
             bar.update(task, advance=len(idx),
                        status=f"fooled {sum(r.status in ('fooled', 'misclassified') for r in done)}/{len(done)}")
     return [r for i in range(len(items)) for r in by_item[i]]
+
+
+def _lost_rows(items: Sequence[ImageItem], settings: Settings, exc: Exception) -> list[Row]:
+    """Error rows of a batch whose Ray task failed even after its retries."""
+    msg = f"worker lost on this batch after retries: {type(exc).__name__}: {exc}"
+    return [Row(file=str(it.path), key=str(it.path), quantizer=q, label=it.label, error=msg)
+            for it in items for q in settings.quantizers]

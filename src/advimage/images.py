@@ -7,6 +7,7 @@ raise :class:`ImageReadError` with the path and the reason.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from pathlib import Path
@@ -36,15 +37,18 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def read_pil(path: str | Path) -> Image.Image:
-    """Open and fully decode an image with Pillow as 8-bit RGB, or raise ImageReadError."""
+def read_pil(path: str | Path, data: bytes | None = None) -> Image.Image:
+    """Open and fully decode an image with Pillow as 8-bit RGB, or raise ImageReadError.
+
+    data: the file's bytes, decoded instead of opening ``path`` (which then only names it in errors).
+    """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 img.load()
                 return Image.fromarray(_to_rgb8(img), "RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -71,9 +75,9 @@ def tensor_to_pil(x: Tensor) -> Image.Image:
     return Image.fromarray(x.permute(1, 2, 0).cpu().numpy(), "RGB")
 
 
-def read_image(path: str | Path) -> Tensor:
-    """Read any image file as uint8 pixels (3, H, W)."""
-    return pil_to_tensor(read_pil(path))
+def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
+    """Read any image file (or its bytes ``data``) as uint8 pixels (3, H, W)."""
+    return pil_to_tensor(read_pil(path, data))
 
 
 def write_png(path: str | Path, x: Tensor) -> Path:
@@ -104,6 +108,8 @@ def resize_center_crop(img: Image.Image, size: int, crop_pct: float = 0.875,
     return TF.center_crop(img, [size, size])
 
 
-def load_for_model(path: str | Path, config) -> Tensor:
-    """The original x0 a model sees: the file, resized and center-cropped per ``config``; uint8 (3, S, S)."""
-    return pil_to_tensor(resize_center_crop(read_pil(path), config.input_size, config.crop_pct, config.interpolation))
+def load_for_model(path: str | Path, config, data: bytes | None = None) -> Tensor:
+    """The original x0 a model sees: the file (or its bytes ``data``), resized and center-cropped per
+    ``config``; uint8 (3, S, S)."""
+    image = read_pil(path, data)
+    return pil_to_tensor(resize_center_crop(image, config.input_size, config.crop_pct, config.interpolation))

@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   advimage bench val/ --models efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 --out runs/lite
   advimage bench val/ --models efficientnet_lite0 --limit 100 --out runs/lite --resume
   advimage bench val/ --models efficientnet_lite0,efficientnet_lite0+jpeg:90 --attacks bp --quantize jpeg
+  advimage bench val/ --models efficientnet_lite0,efficientnet_lite1 --ray --workers 2   # local Ray cluster
+  advimage bench val/ --models efficientnet_lite0 --ray auto --gpus-per-worker 0.5      # cluster of `ray start`
   advimage bench val/ --compare-attacks fgsm:30,ifgsm,pgd,bp:50,cw:1000,ddn --models efficientnet_lite0 \\
       --out runs/fig6.1
 """
@@ -62,6 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="continue the run in OUT (after a crash or Ctrl-C); finished configurations are reused")
     p.add_argument("--gallery", type=int, default=2, help="fooled examples per (model, attack) in the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ..distributed import add_arguments as add_ray_arguments
+    add_ray_arguments(p)
     return p
 
 
@@ -77,15 +81,22 @@ def run(args: argparse.Namespace) -> int:
     from ..models import UnknownModelError, WeightsError
     from .runner import DEFAULT_ATTACKS, ConfigError, RunExistsError, run_benchmark
 
+    from ..distributed import RayUnavailableError, options_from_args
+
     attacks = args.compare_attacks or args.attacks or ",".join(DEFAULT_ATTACKS)
+    try:
+        ray = options_from_args(args)
+    except ValueError as exc:
+        _refuse(str(exc))
     try:
         result = run_benchmark(
             args.images, args.models, attacks=attacks, steps=args.steps, queries=args.queries, df=args.df,
             limit=args.limit, seed=args.seed, batch_size=args.batch_size, device=args.device, out=args.out,
             resume=args.resume, compare=args.compare_attacks is not None, gallery=args.gallery,
             progress=not args.quiet, quantizer=args.quantize, quality=args.quality, size=args.size,
-            victim=args.victim, margin=args.margin)
-    except (UnknownModelError, UnknownAttackError, ConfigError, DataError, RunExistsError, WeightsError) as exc:
+            victim=args.victim, margin=args.margin, ray=ray)
+    except (UnknownModelError, UnknownAttackError, ConfigError, DataError, RunExistsError, WeightsError,
+            RayUnavailableError) as exc:
         _refuse(str(exc))
     except KeyboardInterrupt:
         print(f"\nadvimage bench: interrupted; committed batches are kept, continue with --resume --out {args.out}",

@@ -38,7 +38,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +50,12 @@ from ..attacks import names as attack_names
 from ..attacks import spec as attack_spec
 from ..codec import decode, encode_png, write_atomic
 from ..data import ImageItem, discover
-from ..engine import Row, attacked_model, run_batch
+from ..distributed import ModelRef, RayOptions, Unit, executor, worker_table
+from ..engine import run_batch
 from ..engine import Settings as EngineSettings
 from ..images import ImageReadError, load_for_model, read_image
 from ..models import PixelClassifier
 from ..models.specs import check as check_model_spec
-from ..models.specs import load_classifier
 from ..progress import progress_bar, stderr_console
 from .metrics import OperatingCurve, RobustnessSummary, summarize_rows, unquantized_curves
 from .report import GalleryItem, ModelRow, ReportFiles, example_item, plot_curves, table_rows, write_report
@@ -117,6 +117,7 @@ class BenchmarkResult:
     n_errors: int = 0           # error rows among ``rows``
     seconds: float = 0.0        # wall time of this call
     errors: list[str] = field(default_factory=list)  # distinct error messages
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process (see distributed.RunStats)
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -208,22 +209,21 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 # -- the worker: a batch of one job -> rows + example bytes (no file written) ----------------
 def worker_batch(model: PixelClassifier, job: Job, items: Sequence[ImageItem], keys: Sequence[str], *,
-                 seed: int, examples_left: int = 0, attacked: Any = None,
-                 on_error: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
-    """Store rows for a batch of images of one job, and the bytes of up to ``examples_left``
-    fooled examples (``{name: png bytes}``, ``<name>_orig.png`` / ``<name>_adv.png``). Pure: the
-    caller commits rows and writes examples. An attack that raises (e.g. out of memory) gives
-    error rows for the batch and the run goes on."""
+                 seed: int, examples_left: int = 0,
+                 attacked: Any = None) -> tuple[list[dict[str, Any]], dict[str, bytes], list[str]]:
+    """Store rows for a batch of images of one job, the bytes of up to ``examples_left`` fooled
+    examples (``{name: png bytes}``, ``<name>_orig.png`` / ``<name>_adv.png``) and the messages of
+    the batch's failures. Pure: the caller commits rows and writes examples (it may run in another
+    process or on another machine, see :mod:`advimage.distributed`). An attack that raises (e.g.
+    out of memory) gives error rows for the batch and the run goes on."""
     settings = dataclasses.replace(job.engine, seed=seed)
     try:
         out = run_batch(model, items, settings, keys, attacked=attacked)
     except Exception as exc:  # noqa: BLE001  (record it, go on)
         msg = f"{job.attack} failed on this batch: {type(exc).__name__}: {exc}"
-        if on_error is not None:
-            on_error(msg)
-        out = [Row(file=str(it.path), key=k, quantizer=job.quantizer, label=it.label, error=msg)
-               for it, k in zip(items, keys)]
+        return error_rows(job, items, keys, msg), {}, [msg]
     rows, examples = [], {}
+    by_key = dict(zip(keys, items))
     base = {"model": job.model, "attack": job.label, "quantizer": job.quantizer}
     for r in out:
         row: dict[str, Any] = {**base, "image": r.key, "label": r.label, "seconds": r.seconds}
@@ -249,13 +249,21 @@ def worker_batch(model: PixelClassifier, job: Job, items: Sequence[ImageItem], k
             if r.status == "fooled" and examples_left > 0 and r.suffix != ".npy":
                 examples_left -= 1
                 name = _slug(r.key).replace(".", "_")
-                original = load_for_model(r.file, model.config) if settings.size == "model" else read_image(r.file)
+                item = by_key[r.key]
+                original = (load_for_model(item.path, model.config, item.data) if settings.size == "model"
+                            else read_image(item.path, item.data))
                 examples[f"{name}_orig.png"] = encode_png(original)
                 examples[f"{name}_adv.png"] = encode_png(decode(r.data, r.suffix))
                 extra["example"] = name
         row["extra"] = extra
         rows.append(row)
-    return rows, examples
+    return rows, examples, []
+
+
+def error_rows(job: Job, items: Sequence[ImageItem], keys: Sequence[str], msg: str) -> list[dict[str, Any]]:
+    """Error rows for a batch that produced nothing (the attack raised, or its worker was lost)."""
+    return [{"model": job.model, "attack": job.label, "quantizer": job.quantizer, "image": k, "label": it.label,
+             "seconds": 0.0, "error": msg} for it, k in zip(items, keys)]
 
 
 def _slug(name: str) -> str:
@@ -296,7 +304,8 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                   device: str | None = None, out: str | os.PathLike = "runs/bench", resume: bool = False,
                   compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
                   title: str | None = None, quantizer: str = "smart", quality: int = 90,
-                  size: str = "model", victim: str = "pil+both", margin: float = 0.0) -> BenchmarkResult:
+                  size: str = "model", victim: str = "pil+both", margin: float = 0.0,
+                  ray: RayOptions | None = None) -> BenchmarkResult:
     """Benchmark ``models`` against ``attacks`` on an image set; store, summarize and report.
 
     images: image files or folders (see :func:`advimage.data.discover`), or ImageItems.
@@ -317,6 +326,8 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
     compare: also plot all attacks of each model on one figure (Fig. 6.1 style).
     gallery: fooled examples kept per (model, attack) for the report.
     progress: show a rich progress bar (on ``console``, default stderr).
+    ray: run the batches as Ray tasks (see :mod:`advimage.distributed`); the rows equal a local
+        run's with the same seed. None: in this process.
 
     Raises UnknownModelError / UnknownAttackError (with the valid names), ConfigError (bad
     option), DataError (no images) or RunExistsError before any work.
@@ -374,68 +385,81 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                     "device": device, "compare": compare, "protocol": PROTOCOL,
                     "jobs": [j.settings for j in jobs]}
     errors: list[str] = []
-    computed = 0
     params: dict[str, float] = {}
     class_names: dict[str, list[str]] = {}
-    with ResultStore(run_dir) as store:
+    computed = 0
+    with ResultStore(run_dir) as store, executor(ray) as ex:
         store.start_run(run_settings, seed=seed)
         done = [store.done(j.model, j.label, j.quantizer, j.settings, retry_errors=True) for j in jobs]
         key_set = set(keys)
-        with progress_bar(progress, console) as bar:
-            tasks = [bar.add_task(f"{j.model} · {j.label}", total=len(items), completed=len(d & key_set), status="")
-                     for j, d in zip(jobs, done)]
+        tallies, examples_dirs = [], []
+        for j, d in zip(jobs, done):
+            tally = _Tally()
+            tally.add(r for r in store.rows(model=j.model, attack=j.label, quantizer=j.quantizer,
+                                             settings=j.settings) if r["image"] in d)
+            tallies.append(tally)
+            examples_dirs.append(run_dir / "examples" / _slug(j.model) / _slug(j.label))
+
+        def model_info(m: str) -> None:
+            if m not in params:
+                info = ex.model_info(ModelRef(m, device=device))
+                params[m] = info["parameters"] / 1e6
+                class_names[m] = info["class_names"]
+
+        def units() -> Iterator[Unit]:
+            """Batches not yet committed, models outer (each model's info fetched when reached)."""
             for m in model_list:
-                model = load_classifier(m, device=device)
-                params[m] = count_parameters(model) / 1e6
-                class_names[m] = list(model.class_names)
+                model_info(m)
                 for k, job in enumerate(jobs):
-                    if job.model == m:
-                        computed += _run_job(model, job, items, keys, store, done[k], seed=seed, df=df,
-                                             batch_size=batch_size, run_dir=run_dir, gallery=gallery, bar=bar,
-                                             task=tasks[k], errors=errors, console=console)
-                del model
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                    if job.model != m:
+                        continue
+                    for b, start in enumerate(range(0, len(items), batch_size)):
+                        pending = [i for i in range(start, min(start + batch_size, len(items)))
+                                   if keys[i] not in done[k]]
+                        if not pending:
+                            continue
+                        batch = [items[i].with_data() if ray is not None else items[i] for i in pending]
+                        # examples come from the first `gallery` batches: the same files whatever the
+                        # order in which batches finish (local, resumed or on Ray)
+                        yield Unit(tag=(k, pending), model=ModelRef(m, device=device), fn=worker_batch,
+                                   args=(job, batch, [keys[i] for i in pending]),
+                                   kwargs=dict(seed=batch_seed(seed, job.model, job.label, b),
+                                               examples_left=gallery if b < gallery else 0),
+                                   engine_settings=job.engine, images=len(pending))
+
+        with progress_bar(progress, console) as bar:
+            tasks = [bar.add_task(f"{j.model} · {j.label}", total=len(items), completed=len(d & key_set),
+                                  status=tallies[k].status()) for k, (j, d) in enumerate(zip(jobs, done))]
+            for unit, result in ex.run(units()):
+                k, pending = unit.tag
+                job = jobs[k]
+                if isinstance(result, Exception):  # the task failed even after Ray's retries
+                    msg = f"worker lost on this batch after retries: {type(result).__name__}: {result}"
+                    rows, examples, failures = error_rows(job, unit.args[1], unit.args[2], msg), {}, [msg]
+                else:
+                    rows, examples, failures = result
+                for msg in failures:
+                    if msg not in errors:
+                        errors.append(msg)
+                        console.print(f"[yellow]warning:[/] {job.model} · {job.label}: {msg}")
+                for name, data in examples.items():  # examples first: a committed row never names a missing file
+                    write_atomic(examples_dirs[k] / name, data)
+                store.add_batch(rows, settings=job.settings)
+                done[k].update(r["image"] for r in rows)
+                computed += len(rows)
+                tallies[k].add(rows)
+                bar.update(tasks[k], advance=len(rows), status=tallies[k].status())
+        for m in model_list:  # every row was already committed: the report still needs each model
+            model_info(m)
         rows = collect_rows(store, jobs, keys)
-    return _finish(run_dir, jobs, rows, params, class_names, n_images=len(items), compare=compare,
-                   computed=computed, errors=errors, seconds=time.perf_counter() - t_start, title=title)
-
-
-def _run_job(model: PixelClassifier, job: Job, items: list[ImageItem], keys: list[str], store: ResultStore,
-             done: set[str], *, seed: int, df: float, batch_size: int, run_dir: Path, gallery: int, bar: Any,
-             task: Any, errors: list[str], console: Any) -> int:
-    """Attack the images of one job not yet committed; returns how many were attacked."""
-    tally = _Tally()
-    old = store.rows(model=job.model, attack=job.label, quantizer=job.quantizer, settings=job.settings)
-    tally.add(r for r in old if r["image"] in done)
-    examples_left = gallery - sum(1 for r in old if (r.get("extra") or {}).get("example"))
-    examples_dir = run_dir / "examples" / _slug(job.model) / _slug(job.label)
-    bar.update(task, status=tally.status())
-
-    attacked = attacked_model(model, job.engine)
-
-    def on_error(msg: str) -> None:
-        if msg not in errors:
-            errors.append(msg)
-            console.print(f"[yellow]warning:[/] {job.model} · {job.label}: {msg}")
-
-    computed = 0
-    for b, start in enumerate(range(0, len(items), batch_size)):
-        pending = [i for i in range(start, min(start + batch_size, len(items))) if keys[i] not in done]
-        if not pending:
-            continue
-        rows, examples = worker_batch(model, job, [items[i] for i in pending], [keys[i] for i in pending],
-                                      seed=batch_seed(seed, job.model, job.label, b),
-                                      examples_left=max(0, examples_left), attacked=attacked, on_error=on_error)
-        for name, data in examples.items():  # examples first: a committed row never names a missing file
-            write_atomic(examples_dir / name, data)
-        store.add_batch(rows, settings=job.settings)
-        examples_left -= sum(1 for r in rows if (r.get("extra") or {}).get("example"))
-        done.update(r["image"] for r in rows)
-        computed += len(rows)
-        tally.add(rows)
-        bar.update(task, advance=len(rows), status=tally.status())
-    return computed
+        workers = ex.stats.summary()
+    if ray is not None and progress:
+        worker_table(ex.stats, console)
+    result = _finish(run_dir, jobs, rows, params, class_names, n_images=len(items), compare=compare,
+                     computed=computed, errors=errors, seconds=time.perf_counter() - t_start, title=title,
+                     gallery=gallery)
+    result.workers = workers
+    return result
 
 
 def collect_rows(store: ResultStore, jobs: Sequence[Job], keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -450,16 +474,18 @@ def collect_rows(store: ResultStore, jobs: Sequence[Job], keys: Sequence[str]) -
 
 
 def _gallery(run_dir: Path, jobs: Sequence[Job], rows: Sequence[dict[str, Any]],
-             class_names: dict[str, list[str]]) -> list[GalleryItem]:
+             class_names: dict[str, list[str]], gallery: int) -> list[GalleryItem]:
     from ..images import read_image
 
     items = []
     for j in jobs:
         folder = run_dir / "examples" / _slug(j.model) / _slug(j.label)
+        shown = 0
         for r in rows:
             ex = (r.get("extra") or {}).get("example")
-            if r["model"] != j.model or r["attack"] != j.label or not ex:
+            if r["model"] != j.model or r["attack"] != j.label or not ex or shown >= gallery:
                 continue
+            shown += 1
             try:
                 x0, xa = read_image(folder / f"{ex}_orig.png"), read_image(folder / f"{ex}_adv.png")
             except ImageReadError:
@@ -474,21 +500,21 @@ def _gallery(run_dir: Path, jobs: Sequence[Job], rows: Sequence[dict[str, Any]],
 
 def _finish(run_dir: Path, jobs: list[Job], rows: list[dict[str, Any]], params: dict[str, float],
             class_names: dict[str, list[str]], *, n_images: int, compare: bool, computed: int,
-            errors: list[str], seconds: float, title: str | None) -> BenchmarkResult:
+            errors: list[str], seconds: float, title: str | None, gallery: int) -> BenchmarkResult:
     entries = summarize_rows(rows)
     summaries = [s for s, _ in entries]
     curves = {s.key: c for s, c in entries}
     black = {j.label for j in jobs if j.black_box}
-    gallery: list[Any] = []
+    figures: list[Any] = []
     if compare:
         for m in dict.fromkeys(j.model for j in jobs):
             ent = [(s, c) for s, c in entries if s.model == m]
             if len(ent) > 1:
                 png, _svg = plot_curves(ent, run_dir / "report" / "compare" / _slug(m),
                                         title=f"{m}: operating curves of {len(ent)} attacks")
-                gallery.append((f"All attacks on {m} (Fig. 6.1 style)", png))
-    gallery += _gallery(run_dir, jobs, rows, class_names)
-    files = write_report(run_dir, summaries, curves, gallery, params_millions=params, black_box_attacks=black,
+                figures.append((f"All attacks on {m} (Fig. 6.1 style)", png))
+    figures += _gallery(run_dir, jobs, rows, class_names, gallery)
+    files = write_report(run_dir, summaries, curves, figures, params_millions=params, black_box_attacks=black,
                          unquantized=unquantized_curves(rows),
                          title=title or f"advimage robustness report ({n_images} images)")
     results_csv = write_rows_csv(rows, run_dir / "results.csv")
