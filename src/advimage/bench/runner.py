@@ -324,7 +324,8 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         examples/). resume: continue a run directory that already holds results; without it
         such a directory is refused (:class:`RunExistsError`).
     compare: also plot all attacks of each model on one figure (Fig. 6.1 style).
-    gallery: fooled examples kept per (model, attack) for the report.
+    gallery: fooled examples per (model, attack) shown in the report; they come from the first
+        ``gallery`` batches, so the same files whatever the order in which batches finish.
     progress: show a rich progress bar (on ``console``, default stderr).
     ray: run the batches as Ray tasks (see :mod:`advimage.distributed`); the rows equal a local
         run's with the same seed. None: in this process.
