@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   advimage attack photo.jpg --quantize jpeg --quality 90
   advimage attack photo.jpg --size model            # attack the 224x224 crop (thesis Scenario A)
   advimage attack photo.jpg --target 285 --json
+  advimage attack photo.jpg --ensemble worst        # fools the model behind all six downscalers of §9.3
 """
 
 
@@ -62,6 +63,10 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     p.add_argument("--downscaler", default=None,
                    help="native size: another resize method (nearest, bilinear, bicubic, area, bilag, bilg, "
                         "torch-bicubic, pil-bicubic, ...)")
+    p.add_argument("--ensemble", default=None, choices=["avg", "worst", "max"],
+                   help="native size: attack through the six downscalers of thesis §9.3 at once (the file must "
+                        "fool all six); gradients averaged (avg, EOT), of the member farthest from its boundary "
+                        "(worst, L/||∇L||) or of the largest loss (max)")
     p.add_argument("--batch-size", type=_positive, default=8, help="images attacked together")
     p.add_argument("--no-figures", action="store_true", help="skip the original|adversarial|perturbation pictures")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
@@ -90,10 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_arguments(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
-    from .experiments import jpeg_defense, jpeg_table, quantization_table
+    from .experiments import jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92
     quantization_table.add_parser(exp_sub)
     jpeg_table.add_parser(exp_sub)
     jpeg_defense.add_parser(exp_sub)
+    scaling_fig92.add_parser(exp_sub)
+    scaling.add_parsers(exp_sub)
     from .bench import cli as bench_cli
     bench_cli.add_parser(sub)
     sub.add_parser("models", help="list registered models")
@@ -249,7 +256,8 @@ def _run(args, items, out: Path) -> int:
     try:
         settings = Settings(attack=args.attack, steps=args.steps, quantizers=(args.quantize,), df=args.df,
                             quality=args.quality, target=args.target, size=args.size, victim=args.victim,
-                            downscaler=args.downscaler, seed=args.seed, margin=args.margin)
+                            downscaler=args.downscaler, seed=args.seed, margin=args.margin,
+                            ensemble=args.ensemble)
     except (ValueError, TypeError) as exc:
         fail(str(exc))
     ray = _ray_options(args)

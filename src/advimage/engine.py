@@ -86,6 +86,8 @@ class Settings:
     attack_params: dict[str, Any] = field(default_factory=dict)
     quantizer_steps: int = 10
     margin: float = 0.0
+    ensemble: str | None = None
+    crop_pct: float | None = None
 
     def __post_init__(self) -> None:
         a = attack_spec(self.attack)  # unknown names raise with the valid ones
@@ -110,6 +112,15 @@ class Settings:
             from .resize import RESIZE_METHODS
             if self.downscaler not in RESIZE_METHODS:
                 raise ValueError(f"unknown downscaler {self.downscaler!r}; valid: {', '.join(RESIZE_METHODS)}")
+        if self.ensemble is not None:
+            from .models.protocol import AGGREGATIONS
+            if self.ensemble not in AGGREGATIONS:
+                raise ValueError(f"unknown ensemble aggregation {self.ensemble!r}; valid: {', '.join(AGGREGATIONS)}")
+            if self.size != "native" or self.downscaler is not None or a.black_box:
+                raise ValueError("an ensemble (the six downscalers of thesis §9.3) needs size='native', no "
+                                 "downscaler and a gradient attack")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if not a.black_box and self.steps <= self.quantizer_gradients:
             raise ValueError(f"steps must exceed the quantizer's {self.quantizer_gradients} gradient(s)")
 
@@ -128,6 +139,8 @@ class Settings:
         (the quantizer still makes the file fool both paths)."""
         if self.downscaler:
             return "pil"
+        if self.ensemble:
+            return "ensemble"
         if self.victim == "both" and attack_spec(self.attack).labels_only:
             return "pil+both"
         return self.victim
@@ -152,7 +165,28 @@ class Settings:
         }
         if self.size == "native":
             out.update(victim=self.effective_victim, downscaler=self.downscaler)
+            if self.ensemble is not None or self.crop_pct is not None:
+                out.update(ensemble=self.ensemble, crop_pct=self.crop_pct)
         return out
+
+    @property
+    def verification_paths(self) -> tuple[str, ...]:
+        """Where files are verified: ``model`` at model size; at native size the victim's PIL and
+        float resizes, or the attacked downscaler(s) when ``downscaler`` / ``ensemble`` is set."""
+        if self.size == "model":
+            return ("model",)
+        if self.downscaler:
+            return (self.downscaler,)
+        if self.ensemble:
+            from .resize import DOWNSCALERS
+            return DOWNSCALERS
+        return ("float", "pil")
+
+    def model_config(self, config):
+        """The model's config with ``crop_pct`` overridden where asked."""
+        import dataclasses
+
+        return config if self.crop_pct is None else dataclasses.replace(config, crop_pct=self.crop_pct)
 
 
 @dataclass
@@ -221,10 +255,14 @@ def attacked_model(model, settings: Settings):
         return model
     from .models.protocol import MultiPathClassifier, ResizedClassifier, victim_method
 
+    crop = settings.crop_pct
+    if settings.ensemble:
+        from .resize import DOWNSCALERS
+        return MultiPathClassifier(model, list(DOWNSCALERS), aggregation=settings.ensemble, crop_pct=crop)
     if settings.effective_victim == "both":
-        return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")])
+        return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")], crop_pct=crop)
     victim = "pil" if settings.effective_victim == "pil+both" else settings.effective_victim
-    return ResizedClassifier(model, victim_method(model.config, victim, settings.downscaler))
+    return ResizedClassifier(model, victim_method(model.config, victim, settings.downscaler), crop_pct=crop)
 
 
 def quantizer_model(model, settings: Settings, attacked):
@@ -232,12 +270,13 @@ def quantizer_model(model, settings: Settings, attacked):
     if settings.size == "native" and settings.effective_victim == "pil+both":
         from .models.protocol import MultiPathClassifier, victim_method
 
-        return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")])
+        return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")],
+                                   crop_pct=settings.crop_pct)
     return attacked
 
 
 def verification_paths(settings: Settings) -> tuple[str, ...]:
-    return ("model",) if settings.size == "model" else ("float", "pil")
+    return settings.verification_paths
 
 
 def _read(item: ImageItem, config, settings: Settings) -> Tensor:
@@ -375,7 +414,8 @@ def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
         raise RuntimeError(f"{row.file}: the file decodes to {tuple(x_file.shape)}, not {tuple(x0_u8.shape)}")
     row.distortion = _num(distortion(x_file[None], x0_u8[None].float())[0])
     row.psnr = _num(psnr(x_file[None], x0_u8[None].float())[0])
-    inputs = verify.model_inputs(row.data, row.suffix, model.config, verification_paths(settings))
+    config = settings.model_config(model.config)
+    inputs = verify.model_inputs(row.data, row.suffix, config, verification_paths(settings))
     paths: dict[str, bool | None] = {}
     pred_main = None
     for p, xin in inputs.items():
@@ -384,7 +424,7 @@ def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
             continue
         logits = model(xin[None].to(model.device))
         paths[p] = bool(crit.success(logits)[0])
-        if pred_main is None or p == "pil":
+        if pred_main is None or p in ("pil", settings.downscaler):
             pred_main = int(logits.argmax(1)[0])
     row.verified_paths = paths
     row.verified = all(v for v in paths.values() if v is not None) and any(v is not None for v in paths.values())
@@ -392,8 +432,8 @@ def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
     row.adversarial_name = model.class_name(pred_main) if pred_main is not None else ""
     row.status = "fooled" if row.verified else "failed"
     if settings.size == "native":
-        a = verify.eval_float(x_file, model.config)
-        b = verify.eval_float(x0_u8.float(), model.config)
+        a = verify.eval_float(x_file, config)
+        b = verify.eval_float(x0_u8.float(), config)
         row.distortion_model = _num(distortion(a[None], b[None])[0])
 
 

@@ -61,6 +61,8 @@ class LossOracle(_Counter):
         cross-entropy); success is always the criterion's.
         """
         self.charge(self.gradients, self.max_gradients, "gradients", None)
+        if getattr(self.model, "aggregation", "max") in ("avg", "worst"):
+            return self._ensemble_loss_and_grad(x, loss_fn)
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = self.model(x)
@@ -70,6 +72,30 @@ class LossOracle(_Counter):
                 loss = loss_fn(logits, self.y.to(logits.device), self.targeted)
             (grad,) = torch.autograd.grad(loss.sum(), x)
         return loss.detach(), grad.detach(), logits.detach()
+
+    def _ensemble_loss_and_grad(self, x: Tensor, loss_fn: LossFn | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Ensemble of P members (logits (N, P, C), thesis §9.4.5): loss max_k L_k (§7.4.6), and
+        the gradient aggregated as the model says: ``avg`` mean_k ∇L_k (EOT), ``worst`` ∇L_k* with
+        k* = argmax_k L_k / ||∇L_k||. One forward and one backward of the P·N batch: each member
+        sees its own copy of x, so the backward yields every member's gradient."""
+        P = len(self.model.fronts)
+        xs = x.detach().unsqueeze(1).expand(-1, P, *x.shape[1:]).clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model.members(xs)
+            if loss_fn is None:
+                member_loss = torch.stack([self.criterion.loss(logits[:, k]) for k in range(P)], 1)
+            else:
+                y = self.y.to(logits.device)
+                member_loss = torch.stack([loss_fn(logits[:, k], y, self.targeted) for k in range(P)], 1)
+            (grads,) = torch.autograd.grad(member_loss.sum(), xs)  # (N, P, 3, H, W)
+        member_loss = member_loss.detach()
+        if self.model.aggregation == "avg":
+            grad = grads.mean(1)
+        else:
+            dist = member_loss / grads.flatten(2).norm(dim=2).clamp_min(1e-12)
+            k = dist.argmax(1)
+            grad = grads[torch.arange(len(x), device=x.device), k]
+        return member_loss.amax(1), grad.detach(), logits.detach()
 
     @torch.no_grad()
     def logits(self, x: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import codec
+from .resize import RESIZE_METHODS, EvalTransform
 
 PATHS = ("model", "float", "pil")
 
@@ -59,6 +60,8 @@ def model_inputs(data: bytes, suffix: str, config, paths: tuple[str, ...]) -> di
             out[p] = eval_float(x.float(), config)
         elif p == "pil":
             out[p] = None if suffix == ".npy" else eval_pil(codec.decode_pil(data), config)
+        elif p in RESIZE_METHODS:  # a downscaler (thesis §9.3) or another resize, on the float pixels
+            out[p] = EvalTransform(config.input_size, config.crop_pct, p)(x.float()[None])[0]
         else:
-            raise ValueError(f"unknown verification path {p!r}; valid: {', '.join(PATHS)}")
+            raise ValueError(f"unknown verification path {p!r}; valid: {', '.join(PATHS + RESIZE_METHODS)}")
     return out

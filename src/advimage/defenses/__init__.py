@@ -46,5 +46,7 @@ def create(name: str, model: nn.Module, **params) -> nn.Module:
 
 
 from .jpeg import JpegCompression, JpegDefense  # noqa: E402  (registers "jpeg")
+from .random_resize import RandomDownscale, RandomResizeDefense  # noqa: E402  (registers "random-resize")
 
-__all__ = ["JpegCompression", "JpegDefense", "UnknownDefenseError", "create", "get", "names", "register"]
+__all__ = ["JpegCompression", "JpegDefense", "RandomDownscale", "RandomResizeDefense", "UnknownDefenseError",
+           "create", "get", "names", "register"]
