@@ -242,3 +242,18 @@ def test_transfer_and_ensemble_experiments_end_to_end(tmp_path, tiny_registered)
     assert main(["experiment", "random-resize", *common, "--resume", "--configs", "nearest,ens-worst",
                  "--draws", "2"]) == 0
     assert "random resize (expectation)" in (out / "random_resize.md").read_text()
+
+
+@pytest.mark.parametrize("method", ["bilag", "bilg"])
+@pytest.mark.parametrize("size", [(20, 15), (61, 20), (70, 50)])
+def test_prefiltered_downscalers_as_matrices_equal_filter_then_bilinear(method, size):
+    """BilAg/BilG run as one matrix per axis; the same map as the separable filter (reflect
+    padding) followed by bilinear interpolation, including axes that do not shrink."""
+    import torch.nn.functional as F
+
+    from advimage.resize import _prefilter
+
+    x = torch.rand(2, 3, 61, 47, dtype=torch.float64) * 255
+    ref = F.interpolate(_prefilter(x, size, gaussian=(method == "bilg")), size=size, mode="bilinear",
+                        align_corners=False, antialias=False)
+    assert torch.allclose(downscale(x, size, method), ref, atol=1e-9)

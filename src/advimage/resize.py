@@ -495,9 +495,27 @@ def downscale(x: Tensor, size: int | tuple[int, int], method: str) -> Tensor:
         return F.interpolate(x, size=size, mode="area")
     if method in ("bilinear", "bicubic"):
         return F.interpolate(x, size=size, mode=method, align_corners=False, antialias=False)
-    # "bilag" / "bilg": prefilter, then the same bilinear
-    x = _prefilter(x, size, gaussian=(method == "bilg"))
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+    # "bilag" / "bilg": prefilter, then the same bilinear, applied as one matrix per axis (the
+    # composition is linear and separable; a 1-channel conv2d with a long kernel is very slow on CPU)
+    mh = _prefilter_bilinear_matrix(x.shape[-2], size[0], method, x.dtype, x.device)
+    mw = _prefilter_bilinear_matrix(x.shape[-1], size[1], method, x.dtype, x.device)
+    return torch.matmul(torch.matmul(mh, x), mw.T)
+
+
+@functools.lru_cache(maxsize=32)
+def _prefilter_bilinear_matrix(large: int, small: int, method: str, dtype: torch.dtype,
+                               device: torch.device) -> Tensor:
+    """(small, large) matrix of one axis of BilAg/BilG: the prefilter (reflect padding, only when
+    the axis shrinks), then bilinear interpolation (align_corners False), computed in float64 by
+    applying both to the identity."""
+    eye = torch.eye(large, dtype=torch.float64).view(large, 1, large, 1)  # each column a basis signal
+    if large > small:
+        k = kernel_size(large, small)
+        taps = _gaussian_taps(k) if method == "bilg" else _box_taps(k)
+        before = (taps.numel() - 1) // 2 if method == "bilg" else (k - 1) // 2
+        eye = _filter_axis(eye, taps, before, 2)
+    out = F.interpolate(eye, size=(small, 1), mode="bilinear", align_corners=False, antialias=False)
+    return out.view(large, small).T.contiguous().to(dtype=dtype, device=device)
 
 
 class Downscaler(nn.Module):
