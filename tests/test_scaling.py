@@ -241,7 +241,7 @@ def test_transfer_and_ensemble_experiments_end_to_end(tmp_path, tiny_registered)
     assert (out / "table91.md").is_file() and (out / "table91_curves.png").is_file()
     assert main(["experiment", "random-resize", *common, "--resume", "--configs", "nearest,ens-worst",
                  "--draws", "2"]) == 0
-    assert "random resize (expectation)" in (out / "random_resize.md").read_text()
+    assert "random resize, six (expectation)" in (out / "random_resize.md").read_text()
 
 
 @pytest.mark.parametrize("method", ["bilag", "bilg"])
@@ -257,3 +257,19 @@ def test_prefiltered_downscalers_as_matrices_equal_filter_then_bilinear(method, 
     ref = F.interpolate(_prefilter(x, size, gaussian=(method == "bilg")), size=size, mode="bilinear",
                         align_corners=False, antialias=False)
     assert torch.allclose(downscale(x, size, method), ref, atol=1e-9)
+
+
+def test_random_resize_expectations_over_a_pool():
+    from advimage.experiments.scaling import AttackRow, expected_clean_accuracy, expected_success_vs_random_resize
+
+    clean = {m: True for m in DOWNSCALERS}
+    fooled = {m: m in ("nearest", "bilinear", "bicubic") for m in DOWNSCALERS}  # fools 3 of 6
+    rows = [AttackRow(image="a", label=0, config="nearest", status="fooled", clean=dict(clean),
+                      file_fooled=fooled, float_fooled=fooled),
+            AttackRow(image="b", label=0, config="nearest", status="fooled", clean={**clean, "bilg": False},
+                      file_fooled={m: False for m in DOWNSCALERS}, float_fooled={m: False for m in DOWNSCALERS})]
+    assert expected_clean_accuracy(rows) == pytest.approx(100 * (1 + 5 / 6) / 2)
+    assert expected_clean_accuracy(rows, ("nearest", "area")) == pytest.approx(100.0)
+    assert expected_success_vs_random_resize(rows) == pytest.approx(100 * (0.5 + 0) / 2)
+    assert expected_success_vs_random_resize(rows, pool=("nearest", "area")) == pytest.approx(100 * (0.5 + 0) / 2)
+    assert expected_success_vs_random_resize(rows, pool=("nearest",)) == pytest.approx(50.0)
