@@ -14,6 +14,7 @@ from .base import (QuantizedImages, QuantizerSpec, UnknownQuantizerError, critic
 from .spatial import admissible_bounds, lambda_c, quantize_at, quantize_spatial, round_pixels
 from .jpeg import quantize_jpeg  # noqa: E402  (registers "jpeg" after the spatial ones)
 from .prune import smart_prune  # noqa: E402,F401  (registers "smart-prune")
+from .stego import quantize_gina  # noqa: E402,F401  (registers "hill", "mipod", "gina")
 
 
 def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) -> QuantizedImages:

@@ -9,6 +9,8 @@ x_a (eq. 7.15), the clip keeps each pixel within ``df`` levels around the advers
 from __future__ import annotations
 
 import math
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -55,6 +57,32 @@ def quantize_at(x0: Tensor, grad: Tensor, low: Tensor, high: Tensor, lam: Tensor
     return (x0 + k).clamp(0, 255)
 
 
+CostFn = Callable[[Tensor], Tensor]
+"""Elementwise stego cost w(k) of integer perturbations k (N, 3, H, W) -> (N, 3, H, W), w(0) = 0."""
+
+
+def argmin_costs(x0: Tensor, grad: Tensor, low: Tensor, high: Tensor, lam: Tensor, costs: CostFn) -> Tensor:
+    """Eq. (8.13), generic costs: per pixel, the k in {low, ..., high} minimizing w(k) + λ g k.
+
+    The thesis prints λ(u − k)g; written with g = ∇L_adv the linearized loss term is +λ g k (u is
+    a constant), so a larger λ pushes k along −g (the sign fix of the spec, part A.1). The d_f + 1
+    candidates are evaluated at once: (df+1, N, 3, H, W) values, the first minimum wins ties.
+    Candidates that would leave [0, 255] are excluded. Returns x0 + k as floats (N, 3, H, W).
+    """
+    span = int((high - low).max().item()) if high.numel() else 0
+    best_value = torch.full_like(x0, float("inf"))
+    best_k = low.clone()
+    lam = batch_view(lam)
+    for j in range(span + 1):
+        k = low + j
+        admissible = (k <= high) & (x0 + k >= 0) & (x0 + k <= 255)
+        value = torch.where(admissible, costs(k) + lam * grad * k, torch.full_like(k, float("inf")))
+        better = value < best_value
+        best_value = torch.where(better, value, best_value)
+        best_k = torch.where(better, k, best_k)
+    return (x0 + best_k).clamp(0, 255)
+
+
 def lambda_c(loss: Tensor, grad: Tensor, u: Tensor, cost: Tensor | None = None) -> Tensor:
     """Eq. (7.16), see :func:`advimage.quantize.base.critical_lambda` (the one implementation)."""
     return critical_lambda(loss, u, grad, cost)
@@ -72,13 +100,15 @@ def _as_pixels(x: Tensor, scale: float) -> Tensor:
 @torch.no_grad()
 def quantize_spatial(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
                      targeted: bool = False, steps: int = 10, scale: float = 1.0, grow: float = 10.0,
-                     cost: Tensor | None = None) -> QuantizedImages:
+                     cost: Tensor | None = None, costs: CostFn | None = None) -> QuantizedImages:
     """Quantize adversarial samples to 8-bit images that stay adversarial (§7.2).
 
     x0: (N, 3, H, W) original integer pixels (uint8 or float); x_adv: float adversarial samples,
     in [0, 255] or in [0, 1] with ``scale=255`` (e.g. foolbox, torchattacks, ART outputs); y: (N,)
     labels (targets if ``targeted``) or a criterion. cost: (N, 3, H, W) weights w > 0 of the
-    quadratic cost Σ w k² (None: squared L2). df: degree of freedom (0 = rounding, 1, 2, ..., inf).
+    quadratic cost Σ w k² (None: squared L2), solved in closed form (eq. 8.14); ``costs``: any
+    elementwise cost function w(k) instead, solved by the generic argmin of eq. 8.13 (finite df
+    only; λ_c then uses w(1) as the quadratic weight). df: degree of freedom (0 = rounding, 1, 2, ..., inf).
     steps: forward passes in all (default 10): one checks x0, the others search λ around λ_c
     (eq. 7.16), moving by factors of ``grow`` until bracketed, then bisecting; plus one gradient at x_a.
     Where x0 is already adversarial, x0 is returned. Where no λ works, ``success`` is False and the
@@ -97,6 +127,8 @@ def quantize_spatial(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
     if isinstance(y, Tensor):
         y = y.to(x0.device)
     cost = check_cost(cost, x0)
+    if costs is not None and (cost is not None or math.isinf(df)):
+        raise ValueError("a generic cost function needs a finite df and no quadratic cost map")
     n = x0.shape[0]
     if steps < 2:
         raise ValueError("steps must be >= 2 (one forward checks x0, the rest search λ)")
@@ -112,18 +144,27 @@ def quantize_spatial(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
         lam = torch.where(start_adv | ok, 0.0, float("nan"))
         return _result(xq, x0, ok | start_adv, lam, oracle)
     loss, grad, _ = oracle.loss_and_grad(xa)
-    lc = critical_lambda(loss, u, grad, cost)
+    if costs is not None:
+        lc = critical_lambda(loss, u, grad, check_cost(costs(torch.ones_like(u)).clamp_min(1e-12), x0))
+
+        def solve(lam: Tensor) -> Tensor:
+            return argmin_costs(x0, grad, low, high, lam, costs)
+    else:
+        lc = critical_lambda(loss, u, grad, cost)
+
+        def solve(lam: Tensor) -> Tensor:
+            return quantize_at(x0, grad, low, high, lam, cost)
     # Line search around λ_c (§7.2.2): lower λ after a success, raise it after a failure, by a
     # factor `grow` until both outcomes are seen, then bisect in log λ. The thesis's interval
     # [0.01 λ_c, 100 λ_c] is reached in two moves; it is not a hard limit, because a sample
     # within a hair of the boundary (λ_c tiny) may need more than 100 λ_c to move one pixel.
     search = BracketSearch(lc, grow=grow)
     best_lam = torch.full((n,), float("nan"), device=x0.device)
-    x_best = quantize_at(x0, grad, low, high, lc * grow ** 2, cost)
+    x_best = solve(lc * grow ** 2)
     found = torch.zeros(n, dtype=torch.bool, device=x0.device)
     for _ in range(steps - 1):
         lam = search.value
-        xq = quantize_at(x0, grad, low, high, lam, cost)
+        xq = solve(lam)
         ok = oracle.success(oracle.logits(xq))
         better = ok & ~(lam >= best_lam)  # nan-safe: best_lam is nan until found
         best_lam = torch.where(better, lam, best_lam)
