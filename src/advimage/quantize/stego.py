@@ -149,7 +149,7 @@ def quantize_gina(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Crite
     n = x0.shape[0]
     weight = mipod_cost(x0) if weight is None else weight.to(x0.device, x0.dtype)
     masks = lattice_masks(tuple(x0.shape), x0.device)
-    oracle = LossOracle(model, y, targeted, max_gradients=1, max_forwards=1 + rounds * len(masks) * steps)
+    oracle = LossOracle(model, y, targeted, max_gradients=1, max_forwards=1 + len(masks) * steps)
     logits0 = oracle.logits(x0)
     start_adv = oracle.success(logits0)
     loss0 = oracle.loss(logits0)
@@ -157,30 +157,49 @@ def quantize_gina(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Crite
     low, high = admissible_bounds(u, df)
     _, grad, _ = oracle.loss_and_grad(xa)
     k = torch.zeros_like(x0)
-    done = torch.zeros(x0.shape[1:], dtype=torch.bool, device=x0.device)
     success = start_adv.clone()
     lam_kept = torch.zeros(n, device=x0.device)
-    for sweep in range(rounds):
-        for j, mask in enumerate(masks, start=1):
-            active = ~success
-            if not bool(active.any()):
-                break
-            # first sweep: lattice j brings the loss to L0 (1 - j/12); later sweeps: every
-            # lattice aims at the criterion, for the images the first sweep left unfooled
-            last = sweep > 0 or j == len(masks)
-            target = loss0 * (1 - j / len(masks))
-            mu = neighbour_mean(k, done & ~mask)
-            k_lattice, lam, reached = _lattice_search(oracle, x0, k, grad, low, high, mask, gina_costs(weight, mu),
-                                                      target, loss0.abs() / len(masks), last, steps, active)
-            k = torch.where(batch_view(active) & mask, k_lattice, k)
-            lam_kept = torch.where(active, lam, lam_kept)
-            done |= mask
-            if last:
-                success = success | reached
+    k, success, lam_kept = _sweep(oracle, x0, k, grad, low, high, weight, loss0, masks, steps, success, lam_kept,
+                                  first=True)
+    for _ in range(rounds - 1):
+        # later sweeps only for the images still unfooled, with an oracle of their own
+        idx = (~success).nonzero()[:, 0]
+        if len(idx) == 0:
+            break
+        sub = LossOracle(model, oracle.criterion.subset(idx), targeted, max_gradients=0,
+                         max_forwards=len(masks) * steps)
+        k_sub, ok_sub, lam_sub = _sweep(sub, x0[idx], k[idx], grad[idx], low[idx], high[idx], weight[idx],
+                                        loss0[idx], masks, steps, success[idx], lam_kept[idx], first=False)
+        k[idx], success[idx], lam_kept[idx] = k_sub, ok_sub, lam_sub
+        oracle.forwards[idx] += sub.forwards
     xq = (x0 + k).clamp(0, 255)
     xq = torch.where(batch_view(start_adv), x0, xq)
     lam_kept = torch.where(start_adv, 0.0, torch.where(success, lam_kept, float("nan")))
     return _result(xq, x0, success, lam_kept, oracle)
+
+
+def _sweep(oracle: LossOracle, x0: Tensor, k: Tensor, grad: Tensor, low: Tensor, high: Tensor, weight: Tensor,
+           loss0: Tensor, masks: list[Tensor], steps: int, success: Tensor, lam_kept: Tensor,
+           first: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One pass over the 12 lattices. First sweep: lattice j brings the loss to L0 (1 − j/12), the
+    last one to the criterion; later sweeps: every lattice aims at the criterion. Images leave as
+    soon as they are adversarial. Returns (k, success, λ)."""
+    done = torch.zeros(x0.shape[1:], dtype=torch.bool, device=x0.device) if first else torch.stack(masks).any(0)
+    for j, mask in enumerate(masks, start=1):
+        active = ~success
+        if not bool(active.any()):
+            break
+        last = not first or j == len(masks)
+        target = loss0 * (1 - j / len(masks))
+        mu = neighbour_mean(k, done & ~mask)
+        k_lattice, lam, reached = _lattice_search(oracle, x0, k, grad, low, high, mask, gina_costs(weight, mu),
+                                                  target, loss0.abs() / len(masks), last, steps, active)
+        k = torch.where(batch_view(active) & mask, k_lattice, k)
+        lam_kept = torch.where(active, lam, lam_kept)
+        done |= mask
+        if last:
+            success = success | reached
+    return k, success, lam_kept
 
 
 def _lattice_search(oracle: LossOracle, x0: Tensor, k: Tensor, grad: Tensor, low: Tensor, high: Tensor,
