@@ -1,0 +1,1 @@
+"""Steganalysis detectors (thesis §8.4)."""
