@@ -18,8 +18,10 @@ class DetectorLoadError(ValueError):
 
 def versions() -> dict[str, str]:
     """Versions of the packages that made a detector."""
-    out = {}
-    for pkg in ("advimage", "sealwatch", "scikit-learn", "numpy", "torch"):
+    from .. import __version__
+
+    out = {"advimage": __version__}
+    for pkg in ("sealwatch", "scikit-learn", "numpy", "torch"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -50,18 +52,29 @@ def read_meta(directory: str | Path, expected: str | None = None) -> dict[str, A
     return meta
 
 
-def load(directory: str | Path):
-    """The detector saved in ``directory`` (RidgeDetector, FldEnsembleDetector or SRNetDetector)."""
+def load(directory: str | Path, device: str | None = None):
+    """The detector saved in ``directory`` (RidgeDetector, FldEnsembleDetector or SRNetDetector on
+    ``device``); DetectorLoadError naming the folder when it cannot be loaded."""
     meta = read_meta(directory)
-    if meta["type"] == "ridge":
-        from .linear import RidgeDetector as cls
-    elif meta["type"] == "fld":
-        from .linear import FldEnsembleDetector as cls
-    else:
-        from .srnet import SRNetDetector as cls
     try:
-        return cls.load(directory)
-    except (OSError, KeyError, ValueError) as exc:
-        if isinstance(exc, DetectorLoadError):
-            raise
-        raise DetectorLoadError(f"{directory}: cannot load the {meta['type']} detector ({exc})") from None
+        if meta["type"] == "ridge":
+            from .linear import RidgeDetector
+            return RidgeDetector.load(directory)
+        if meta["type"] == "fld":
+            from .linear import FldEnsembleDetector
+            return FldEnsembleDetector.load(directory)
+        from .srnet import SRNetDetector
+        return SRNetDetector.load(directory, device=device)
+    except DetectorLoadError:
+        raise
+    except Exception as exc:  # missing/damaged weights, wrong shapes: one message naming the folder
+        raise DetectorLoadError(f"{directory}: cannot load the {meta['type']} detector "
+                                f"({type(exc).__name__}: {exc})") from None
+
+
+def annotate(directory: str | Path, **fields: Any) -> None:
+    """Add top-level fields (JSON values) to a saved ``detector.json`` (e.g. what it was trained on)."""
+    path = Path(directory) / META
+    meta = json.loads(path.read_text())
+    meta.update(fields)
+    path.write_text(json.dumps(meta, indent=2) + "\n")
