@@ -264,7 +264,7 @@ def test_tie_convention_and_p_fool_both(tmp_path):
 
 def test_srnet_shapes_and_size():
     net = SRNet(3)
-    assert sum(p.numel() for p in net.parameters()) == 4_780_770  # the paper's ~4.7 M with 3 input channels
+    assert sum(p.numel() for p in net.parameters()) == 4_780_770  # ~4.78 M (regression guard; 3 input channels)
     assert len(net.layers) == 12  # layers 1-12 (the FC layer apart)
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
     assert net(torch.zeros(1, 3, 40, 24)).shape == (1, 2)
@@ -402,7 +402,8 @@ def test_cli_srnet_train_score(pairset, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["detect", "train", "{set}", "--detector", "srnet", "--features", "srm", "--out", "{tmp}/x"], "--features applies"),
+    (["detect", "train", "{set}", "--detector", "srnet", "--features", "srm", "--out", "{tmp}/x"],
+     "--features applies"),
     (["detect", "train", "{tmp}/none", "--out", "{tmp}/x"], "no pairs.csv"),
     (["detect", "score", "{tmp}", "{set}/c0.png"], "no detector.json"),
     (["detect", "train", "{set}", "--detector", "svm", "--out", "{tmp}/x"], "invalid choice"),
@@ -416,8 +417,7 @@ def test_cli_bad_options_exit_2(pairset, tmp_path, capsys, argv, match):
     assert match in capsys.readouterr().err
 
 
-def test_cli_unreadable_file_exit_1(pairset, tmp_path, capsys, easy_features):
-    c, s, _, _ = easy_features
+def test_cli_unreadable_file_exit_1(tmp_path, capsys):
     det = tmp_path / "d"
     SRNetDetector(SRNet(3), device="cpu").save(det)
     assert main(["detect", "score", str(det), str(tmp_path / "nothing.png"), "--device", "cpu"]) == 1

@@ -46,7 +46,8 @@ def read_meta(directory: str | Path, expected: str | None = None) -> dict[str, A
     except (OSError, json.JSONDecodeError) as exc:
         raise DetectorLoadError(f"{path}: unreadable ({exc})") from None
     if not isinstance(meta, dict) or meta.get("type") not in TYPES:
-        raise DetectorLoadError(f"{path}: unknown detector type {meta.get('type') if isinstance(meta, dict) else meta!r}")
+        found = meta.get("type") if isinstance(meta, dict) else meta
+        raise DetectorLoadError(f"{path}: unknown detector type {found!r}; valid types: {', '.join(TYPES)}")
     if expected is not None and meta["type"] != expected:
         raise DetectorLoadError(f"{path}: a {meta['type']} detector, not {expected}")
     return meta
