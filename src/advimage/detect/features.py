@@ -4,7 +4,9 @@
   luminance: the RGB pixels converted by Pillow's ``"L"`` mode (Y = (19595 R + 38470 G + 7471 B
   + 2¹⁵) >> 16, i.e. ITU-R 601 weights, rounded to integers).
 * ``scrmq1``: 18,157 features = SRMQ1 (12,753: the SRM with quantization step q = 1 only)
-  computed on R, G and B and summed over the three channels, then the CRMQ1 (5,404: Goljan,
+  computed on R, G and B and summed over the three channels (sealwatch normalizes each
+  channel's co-occurrences, so the sum is 3× the normalized sum of counts: a constant factor),
+  then the CRMQ1 (5,404: Goljan,
   Fridrich & Cogranne, WIFS 2014, co-occurrences across the three channels with T = 3).
   sealwatch's ``crm.extract`` gives 5,404 features with ``Tc=3`` (its default ``Tc=2`` gives
   2,073, not the thesis's CRMQ1); its ``implementation`` argument is not used by the colour
