@@ -69,7 +69,8 @@ def run(images: list[str], out: Path, *, regressor: str = "brisque", targets: tu
         attack: str = "pgd", steps: int = 50, runs: int = 7, quality: int = 90, df: float = 1,
         limit: int | None = 50, batch_size: int = 4, device: str | None = None, progress: bool = True,
         seed: int = 0) -> dict:
-    """Run the experiment; write ``out/rows.csv``, ``out/summary.json`` and ``out/table.md``."""
+    """Run the experiment; write ``out/rows.csv``, ``out/summary.json`` and ``out/table.md`` (rewritten
+    after every batch, so that an interrupted run leaves its table so far)."""
     from ..images import read_image
     from ..models.regressors import load_regressor
     from ..progress import progress_bar
@@ -78,25 +79,28 @@ def run(images: list[str], out: Path, *, regressor: str = "brisque", targets: tu
     items = discover(images)[:limit] if limit else discover(images)
     params = {"runs": runs} if attack in ("pgd", "ifgsm", "cw") else {}
     out.mkdir(parents=True, exist_ok=True)
+    settings = {s_a: Settings(attack=attack, steps=steps, quantizers=tuple(METHODS), df=df, quality=quality,
+                              target_score=s_a, seed=seed, attack_params=params) for s_a in targets}
+    meta = dict(regressor=regressor, attack=attack, steps=steps, runs=runs, quality=quality, df=df, seed=seed)
     records: list[dict] = []
     with progress_bar(progress) as bar:
-        task = bar.add_task("app-a", total=len(items) * len(targets), status="")
-        for s_a in targets:
-            settings = Settings(attack=attack, steps=steps, quantizers=tuple(METHODS), df=df, quality=quality,
-                                target_score=s_a, seed=seed, attack_params=params)
-            for i in range(0, len(items), batch_size):
-                batch = items[i:i + batch_size]
-                rows = run_batch(model, batch, settings)
-                for r in rows:
+        task = bar.add_task("app-a", total=len(items), status="")
+        for i in range(0, len(items), batch_size):  # every target per batch: a partial run covers all
+            batch = items[i:i + batch_size]
+            for s_a in targets:
+                for r in run_batch(model, batch, settings[s_a]):
                     x0 = read_image(Path(r.file)) if r.status != "error" else None
                     records.append(image_record(model, r, x0, s_a, quality))
-                ok = [r for r in records if r.get("target") == s_a and "error" not in r]
-                bar.update(task, advance=len(batch), status=" ".join(
-                    f"{m} {sum(r['success_file'] for r in ok if r['method'] == m)}/"
-                    f"{sum(r['method'] == m for r in ok)}" for m in METHODS.values()) + f" (s_a={s_a:g})")
+            summary = _write(out, records, targets, dict(meta, images=min(len(items), i + len(batch))))
+            bar.update(task, advance=len(batch), status=" ".join(
+                f"{k} {v['p_file']:.0f}%/{v['p_jpeg']:.0f}%" for k, v in summary["rows"].items()))
+    return _write(out, records, targets, dict(meta, images=len(items)))
+
+
+def _write(out: Path, records: list[dict], targets: tuple[float, ...], meta: dict) -> dict:
+    """(Re)write rows.csv, summary.json and table.md from the records so far."""
     summary = summarize(records, targets)
-    summary.update(regressor=regressor, attack=attack, steps=steps, runs=runs, quality=quality, df=df, seed=seed,
-                   images=len(items))
+    summary.update(meta)
     fields = sorted({k for r in records for k in r})
     with open(out / "rows.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
