@@ -254,7 +254,8 @@ def summary_line(rows, elapsed: float, out: Path) -> str:
     mis = sum(r.status == "misclassified" for r in ok)
     parts = [f"{fooled}/{len(ok)} files written and verified adversarial"]
     if mis:
-        parts.append(f"{mis} already misclassified (not attacked)")
+        what = "below the target score" if any(r.target_score is not None for r in ok) else "misclassified"
+        parts.append(f"{mis} already {what} (not attacked)")
     failed = sum(r.status == "failed" for r in ok)
     if failed:
         parts.append(f"{failed} failed (no file)")
