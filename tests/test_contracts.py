@@ -18,8 +18,9 @@ from advimage.oracle import LossOracle
 def test_public_api_is_pinned():
     assert sorted(advimage.__all__) == sorted([
         "AttackResult", "Criterion", "ImageItem", "ImageReadError", "Misclassification", "ModelConfig",
-        "PixelClassifier", "QuantizedImages", "Row", "Settings", "TargetedMisclassification", "attack",
-        "attack_files", "attack_names", "discover", "distortion", "load_for_model", "load_model", "model_names",
+        "PixelClassifier", "QuantizedImages", "Row", "ScoreBelow", "Settings", "TargetedMisclassification", "attack",
+        "attack_files", "attack_names", "discover", "distortion", "load_for_model", "load_model", "load_regressor",
+        "model_names",
         "psnr", "quantize", "quantize_jpeg", "quantize_spatial", "read_image", "round_pixels", "run_batch",
         "write_png", "__version__"])
     import types

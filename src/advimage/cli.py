@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   advimage attack photo.jpg --size model            # attack the 224x224 crop (thesis Scenario A)
   advimage attack photo.jpg --target 285 --json
   advimage attack photo.jpg --ensemble worst        # fools the model behind all six downscalers of §9.3
+  advimage attack photo.png --regressor brisque --target-score 30   # quality (100 - BRISQUE) below 30 (App. A)
 """
 
 
@@ -38,6 +39,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
+    from .models.regressors import regressor_names
     from .quantize import names as quantizer_names
 
     p.add_argument("--model", default="efficientnet_lite0", help="registered model, or timm:<name> / torchvision:<name>")
@@ -50,6 +52,11 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     p.add_argument("--quality", type=int, default=90, help="JPEG quality factor for --quantize jpeg (1-100)")
     p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization (0, 1, 2, ..., inf)")
     p.add_argument("--target", type=int, default=None, help="target class index (targeted attack)")
+    p.add_argument("--regressor", default=None, choices=regressor_names(),
+                   help="attack an image-quality regressor instead of --model (thesis App. A); brisque: quality = "
+                        "100 - BRISQUE, higher is better")
+    p.add_argument("--target-score", type=float, default=None,
+                   help="with --regressor: the file's quality must fall below this score (s_a)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="κ in logit units: the quantized file must reach L_adv <= -κ (robust to small changes)")
     p.add_argument("--size", default="native", choices=["native", "model"],
@@ -95,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_arguments(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
-    from .experiments import jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92, stego_table
+    from .experiments import (app_a, jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92,
+                              stego_table)
     quantization_table.add_parser(exp_sub)
+    app_a.add_parser(exp_sub)
     jpeg_table.add_parser(exp_sub)
     jpeg_defense.add_parser(exp_sub)
     scaling_fig92.add_parser(exp_sub)
@@ -169,6 +178,18 @@ def _validate(args) -> None:
         fail("--quality must be in [1, 100]")
     if args.target is not None and not 0 <= args.target < 1000:
         fail("--target must be a class index in [0, 1000)")
+    if (args.regressor is None) != (args.target_score is None):
+        fail("--regressor and --target-score go together (e.g. --regressor brisque --target-score 30)")
+    if args.regressor is not None:
+        import math
+        if not math.isfinite(args.target_score):
+            fail(f"--target-score must be a finite number, got {args.target_score}")
+        if args.target is not None:
+            fail("--target (a class) does not apply to --regressor")
+        if args.size != "native" or args.ensemble or args.downscaler:
+            fail("--regressor works at --size native, without --ensemble or --downscaler")
+        if getattr(args, "ray", None):
+            fail("--ray is not supported with --regressor")
     if args.downscaler is not None:
         from .resize import RESIZE_METHODS
         if args.downscaler not in RESIZE_METHODS:
@@ -182,6 +203,16 @@ def load_model_or_exit(name: str, weights: str | None, device: str | None):
     try:
         return load_model(name, device=device, **kwargs)
     except (UnknownModelError, WeightsError) as exc:
+        fail(str(exc))
+
+
+def load_regressor_or_exit(name: str, device: str | None):
+    from .models.brisque import ModelFileError
+    from .models.regressors import UnknownRegressorError, load_regressor
+
+    try:
+        return load_regressor(name, device=device)
+    except (UnknownRegressorError, ModelFileError) as exc:
         fail(str(exc))
 
 
@@ -202,8 +233,13 @@ def print_table(rows, title: str, console=None) -> None:
             continue
         goal = f" (target {r.target})" if r.target is not None else ""
         change = f"{r.label_name} ({r.label}) → {r.adversarial_name} ({r.adversarial_label}){goal}"
+        if r.target_score is not None:
+            after = f"{r.score:.2f}" if r.score is not None else "?"
+            change = f"score {r.original_score:.2f} → {after} (target < {r.target_score:g})"
         paths = ", ".join(f"{p} {'✓' if v else '✗'}" for p, v in r.verified_paths.items() if v is not None)
-        verdict = STATUS_TEXT[r.status] + (f" [dim]({paths})" if paths and r.status != "misclassified" else "")
+        status_text = ("[yellow]already below target" if r.status == "misclassified" and r.target_score is not None
+                       else STATUS_TEXT[r.status])
+        verdict = status_text + (f" [dim]({paths})" if paths and r.status != "misclassified" else "")
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         d_text = fmt(r.distortion, ".3f")
         if r.compression_distortion is not None:  # JPEG: most of d is the compression itself
@@ -222,7 +258,8 @@ def summary_line(rows, elapsed: float, out: Path) -> str:
     mis = sum(r.status == "misclassified" for r in ok)
     parts = [f"{fooled}/{len(ok)} files written and verified adversarial"]
     if mis:
-        parts.append(f"{mis} already misclassified (not attacked)")
+        what = "below the target score" if any(r.target_score is not None for r in ok) else "misclassified"
+        parts.append(f"{mis} already {what} (not attacked)")
     failed = sum(r.status == "failed" for r in ok)
     if failed:
         parts.append(f"{failed} failed (no file)")
@@ -260,13 +297,14 @@ def _run(args, items, out: Path) -> int:
         settings = Settings(attack=args.attack, steps=args.steps, quantizers=(args.quantize,), df=args.df,
                             quality=args.quality, target=args.target, size=args.size, victim=args.victim,
                             downscaler=args.downscaler, seed=args.seed, margin=args.margin,
-                            ensemble=args.ensemble)
+                            ensemble=args.ensemble, target_score=args.target_score)
     except (ValueError, TypeError) as exc:
         fail(str(exc))
     ray = _ray_options(args)
     t0 = time.perf_counter()
     if ray is None:
-        model = load_model_or_exit(args.model, args.weights, args.device)
+        model = (load_regressor_or_exit(args.regressor, args.device) if args.regressor
+                 else load_model_or_exit(args.model, args.weights, args.device))
         rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
                             progress=not (args.quiet or args.json), figures=not args.no_figures,
                             console=stderr_console())

@@ -145,6 +145,51 @@ class Margin:
         return len(self.inner)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class ScoreBelow:
+    """A regressor's score must rate the image worse than a target (thesis App. A, eq. 5).
+
+    ``targets`` (N,): s_a per image. ``higher_is_better`` (default, a quality score such as
+    KonCept's or 100 − BRISQUE): success when ``score < s_a``, loss ``score − s_a``. For a
+    lower-is-better score (raw BRISQUE), ``higher_is_better=False``: success when ``score > s_a``,
+    loss ``s_a − score``. Either way the loss is negative exactly on success. The model's output
+    is (N,) or (N, 1).
+    """
+
+    targets: Tensor
+    higher_is_better: bool = True
+    targeted = False
+
+    @staticmethod
+    def _scores(out: Tensor) -> Tensor:
+        if out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        if out.ndim != 1:
+            raise ValueError(f"a score criterion needs one score per image (N,) or (N, 1), got {tuple(out.shape)}")
+        return out
+
+    def loss(self, logits: Tensor) -> Tensor:
+        s = self._scores(logits)
+        t = self.targets.to(s.device, s.dtype)
+        return s - t if self.higher_is_better else t - s
+
+    def success(self, logits: Tensor) -> Tensor:
+        return self.loss(logits) < 0
+
+    def subset(self, idx: Tensor) -> "ScoreBelow":
+        return ScoreBelow(self.targets[idx.to(self.targets.device)], self.higher_is_better)
+
+    @property
+    def device(self) -> torch.device:
+        return self.targets.device
+
+    def describe(self) -> dict:
+        return {"criterion": "score-below" if self.higher_is_better else "score-above"}
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+
 LabelCriterion = Misclassification | TargetedMisclassification
 
 

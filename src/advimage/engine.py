@@ -43,7 +43,7 @@ from torch import Tensor
 
 from . import codec, verify
 from .attacks import spec as attack_spec
-from .criteria import AllPaths, Margin, Misclassification, TargetedMisclassification
+from .criteria import AllPaths, Margin, Misclassification, ScoreBelow, TargetedMisclassification
 from .data import ImageItem
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
@@ -71,6 +71,10 @@ class Settings:
     quantizer's λ search (smart: λ values tried after the check of x0; jpeg: n, n + 1 values);
     margin: κ ≥ 0 in logit units that the quantized image must reach (L_adv ≤ −κ on every attacked
     path, :class:`~advimage.criteria.Margin`); files are still verified without it.
+    target_score: the model is a regressor (:mod:`advimage.models.regressors`) and the file must
+    rate worse than this score (:class:`~advimage.criteria.ScoreBelow`, thesis App. A): below it
+    for a higher-is-better score; at native size only, through a gradient attack; the margin is
+    then in score units.
     """
 
     attack: str = "bp"
@@ -88,6 +92,7 @@ class Settings:
     margin: float = 0.0
     ensemble: str | None = None
     crop_pct: float | None = None
+    target_score: float | None = None
 
     def __post_init__(self) -> None:
         a = attack_spec(self.attack)  # unknown names raise with the valid ones
@@ -121,6 +126,16 @@ class Settings:
                                  "downscaler and a gradient attack")
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.target_score is not None:
+            if not math.isfinite(self.target_score):
+                raise ValueError(f"target_score must be a finite number, got {self.target_score}")
+            if self.target is not None:
+                raise ValueError("a target class and a target score exclude each other")
+            if a.black_box or a.labels_only:
+                raise ValueError(f"attack {self.attack!r} needs class labels; a regressor's score needs a gradient "
+                                 "attack that accepts any criterion (fgsm, ifgsm, pgd, cw, bp)")
+            if self.size != "native" or self.ensemble is not None or self.downscaler is not None:
+                raise ValueError("a regressor is attacked at native size, without downscaler or ensemble")
         if not a.black_box and self.steps <= self.quantizer_gradients:
             raise ValueError(f"steps must exceed the quantizer's {self.quantizer_gradients} gradient(s)")
 
@@ -163,7 +178,9 @@ class Settings:
                            for q in self.quantizers], "quantizer_steps": self.quantizer_steps,
             "margin": self.margin,
         }
-        if self.size == "native":
+        if self.target_score is not None:
+            out["target_score"] = self.target_score
+        elif self.size == "native":
             out.update(victim=self.effective_victim, downscaler=self.downscaler)
             if self.ensemble is not None or self.crop_pct is not None:
                 out.update(ensemble=self.ensemble, crop_pct=self.crop_pct)
@@ -175,6 +192,8 @@ class Settings:
         float resizes, or the attacked downscaler(s) when ``downscaler`` / ``ensemble`` is set."""
         if self.size == "model":
             return ("model",)
+        if self.target_score is not None:
+            return ("file",)
         if self.downscaler:
             return (self.downscaler,)
         if self.ensemble:
@@ -198,7 +217,9 @@ class Row:
     torchvision's float eval transform) for native-size runs; compression_distortion: the plain
     JPEG of the original at ``quality`` (JPEG runs: most of d is the compression itself).
     verified: the file satisfies the criterion on every verification path; verified_paths: per
-    path (``model``, ``float``, ``pil``). seconds: the batch's wall time divided by its images.
+    path (``model``, ``float``, ``pil``; ``file`` for a regressor). original_score, score,
+    target_score: a regressor's score of the original and of the file, and the target
+    (labels are then None). seconds: the batch's wall time divided by its images.
     data: the file bytes (not in :meth:`to_dict`); output: the written path, once written.
     """
 
@@ -215,6 +236,9 @@ class Row:
     adversarial_name: str = ""
     width: int | None = None
     height: int | None = None
+    original_score: float | None = None
+    score: float | None = None
+    target_score: float | None = None
     distortion: float | None = None
     psnr: float | None = None
     distortion_model: float | None = None
@@ -251,7 +275,7 @@ def _num(x: Tensor | float | None) -> float | None:
 def attacked_model(model, settings: Settings):
     """The classifier the attack and the quantizer go through: the model itself at model size,
     the model behind its eval transform (victim's resize method) at native size."""
-    if settings.size == "model":
+    if settings.size == "model" or settings.target_score is not None:
         return model
     from .models.protocol import MultiPathClassifier, ResizedClassifier, victim_method
 
@@ -267,7 +291,7 @@ def attacked_model(model, settings: Settings):
 
 def quantizer_model(model, settings: Settings, attacked):
     """The classifier the quantizer goes through: the attack's, or both paths for ``pil+both``."""
-    if settings.size == "native" and settings.effective_victim == "pil+both":
+    if settings.size == "native" and settings.effective_victim == "pil+both" and settings.target_score is None:
         from .models.protocol import MultiPathClassifier, victim_method
 
         return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")],
@@ -328,12 +352,26 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     n = x0.shape[0]
     qmodel = quantizer_model(model, settings, attacked)
     logits0 = _logits(qmodel, x0)
-    pred0 = (logits0[:, 0] if logits0.ndim == 3 else logits0).argmax(1)  # several paths: the first (PIL)
-    labels = torch.tensor([it.label if it.label is not None else int(p) for it, p in zip(items, pred0)],
-                          dtype=torch.long, device=dev)
     targeted = settings.target is not None
-    crit = (TargetedMisclassification(torch.full_like(labels, settings.target)) if targeted
-            else Misclassification(labels))
+    regression = settings.target_score is not None
+    base_rows = [dict(file=str(it.path), key=key, height=int(x0.shape[-2]), width=int(x0.shape[-1]))
+                 for it, key in zip(items, keys)]
+    if regression:  # thesis App. A: the file must rate worse than the target score
+        crit = ScoreBelow(torch.full((n,), float(settings.target_score), device=dev),
+                          higher_is_better=bool(model.higher_is_better))
+        for j, b in enumerate(base_rows):
+            b.update(label=items[j].label, target_score=settings.target_score,
+                     original_score=_num(ScoreBelow._scores(logits0)[j]))
+    else:
+        pred0 = (logits0[:, 0] if logits0.ndim == 3 else logits0).argmax(1)  # several paths: the first (PIL)
+        labels = torch.tensor([it.label if it.label is not None else int(p) for it, p in zip(items, pred0)],
+                              dtype=torch.long, device=dev)
+        crit = (TargetedMisclassification(torch.full_like(labels, settings.target)) if targeted
+                else Misclassification(labels))
+        for j, (it, b) in enumerate(zip(items, base_rows)):
+            b.update(label=int(labels[j]), label_source="file" if it.label is not None else "model",
+                     label_name=model.class_name(int(labels[j])), target=settings.target,
+                     original_prediction=int(pred0[j]))
     attack_crit = crit
     quant_crit = Margin(crit, settings.margin) if settings.margin > 0 else crit
     if logits0.ndim == 3:  # several victim paths: every one must be fooled
@@ -344,18 +382,13 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     already = crit.success(logits0)
     todo = (~already).nonzero().flatten()
     aspec = attack_spec(settings.attack)
-    base_rows = []
-    for j, (it, key) in enumerate(zip(items, keys)):
-        base_rows.append(dict(file=str(it.path), key=key, label=int(labels[j]),
-                              label_source="file" if it.label is not None else "model",
-                              label_name=model.class_name(int(labels[j])), target=settings.target,
-                              original_prediction=int(pred0[j]), height=int(x0.shape[-2]), width=int(x0.shape[-1])))
     result: list[list[Row]] = [[] for _ in range(n)]
     for j in already.nonzero().flatten().tolist():  # already adversarial: not attacked
+        done = dict(score=base_rows[j]["original_score"]) if regression else dict(
+            adversarial_label=int(pred0[j]), adversarial_name=model.class_name(int(pred0[j])))
         for q in settings.quantizers:
-            result[j].append(Row(**base_rows[j], quantizer=settings.effective_quantizer(q), status="misclassified",
-                                 adversarial_label=int(pred0[j]), adversarial_name=model.class_name(int(pred0[j])),
-                                 distortion=0.0, verified=True, forwards=1))
+            result[j].append(Row(**base_rows[j], **done, quantizer=settings.effective_quantizer(q),
+                                 status="misclassified", distortion=0.0, verified=True, forwards=1))
     if not todo.numel():
         return result
     sub = crit.subset(todo)
@@ -390,7 +423,11 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
                       forwards=1 + int(res.forwards[m]) + int(qr.forwards[m]), queries=int(res.queries[m]),
                       compression_distortion=None if compression is None or qname != "jpeg"
                       else _num(compression[m]))
-            _verify(row, model, x0_u8[j], _plain(sub).subset(torch.tensor([m], device=dev)), settings)
+            one = _plain(sub).subset(torch.tensor([m], device=dev))
+            if regression:
+                _verify_score(row, model, x0_u8[j], one)
+            else:
+                _verify(row, model, x0_u8[j], one, settings)
             result[j].append(row)
     return result
 
@@ -403,6 +440,22 @@ def _plain(crit):
 @torch.no_grad()
 def _logits(model, x: Tensor, batch_size: int = 32) -> Tensor:
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def _verify_score(row: Row, model, x0_u8: Tensor, crit) -> None:
+    """A regressor's file: decode the row's bytes (Pillow), score them, fill the row."""
+    assert row.data is not None
+    x_file = codec.decode(row.data, row.suffix).float()
+    if tuple(x_file.shape) != tuple(x0_u8.shape):
+        raise RuntimeError(f"{row.file}: the file decodes to {tuple(x_file.shape)}, not {tuple(x0_u8.shape)}")
+    row.distortion = _num(distortion(x_file[None], x0_u8[None].float())[0])
+    row.psnr = _num(psnr(x_file[None], x0_u8[None].float())[0])
+    out = model(x_file[None].to(model.device))
+    row.score = _num(ScoreBelow._scores(out)[0])
+    row.verified = bool(crit.success(out)[0])
+    row.verified_paths = {"file": row.verified}
+    row.status = "fooled" if row.verified else "failed"
 
 
 @torch.no_grad()
@@ -460,8 +513,10 @@ def write_outputs(rows: Iterable[Row], out_dir: str | Path, *, multi: bool = Fal
         if original is not None and r.suffix != ".npy":
             from .figures import save_comparison
             psnr_text = f"{r.psnr:.1f} dB" if r.psnr is not None else "identical"
+            before, after = ((f"original: score {r.original_score:.1f}", f"score {r.score:.1f}")
+                             if r.score is not None else (f"original: {r.label_name}", r.adversarial_name))
             save_comparison(out_dir / f"{stem}_compare.png", original(r), codec.decode(r.data, r.suffix),
-                            f"original: {r.label_name}", f"{r.adversarial_name} (d={r.distortion:.3f}, {psnr_text})")
+                            before, f"{after} (d={r.distortion:.3f}, {psnr_text})")
 
 
 def _header_size(path: Path) -> tuple[int, int]:

@@ -49,7 +49,7 @@ class LossOracle(_Counter):
         labels = getattr(self.criterion, "labels", None)
         self.y = labels
         n = len(self.criterion)  # type: ignore[arg-type]
-        device = labels.device if labels is not None else torch.device("cpu")
+        device = labels.device if labels is not None else getattr(self.criterion, "device", torch.device("cpu"))
         super().__init__(n, device)
         self.max_gradients = max_gradients
         self.max_forwards = max_forwards
