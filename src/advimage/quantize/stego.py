@@ -17,6 +17,8 @@ counts the choices, so Ch. 8's d_f = 2 is ``df=1`` here and Ch. 8's d_f = 4 is `
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -68,7 +70,9 @@ def mipod_variance(x0: Tensor) -> Tensor:
     import conseal
 
     def variance(plane: np.ndarray) -> np.ndarray:
-        residual = plane - conseal.mipod.wiener2(plane, (2, 2))
+        with warnings.catch_warnings():  # flat areas: conseal clips the local variance and says so
+            warnings.simplefilter("ignore", UserWarning)
+            residual = plane - conseal.mipod.wiener2(plane, (2, 2))
         var = conseal.mipod.estimate_variance(residual, MIPOD_BLOCK, MIPOD_DEGREE)
         return np.maximum(var, MIPOD_FLOOR)
     return _per_channel(x0, variance)
