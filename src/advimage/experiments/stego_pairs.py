@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from .. import codec
 from ..attacks import get as get_attack
 from ..criteria import Misclassification
 from ..data import ImageItem
-from ..images import read_pil
+from ..images import ImageReadError, read_pil
 from ..quantize import run as run_quantizer
 
 
@@ -87,7 +88,11 @@ def make_covers(items: list[ImageItem], out: Path, *, size: int, train_crops: in
     for item in items:
         source = Path(item.path).stem
         split = split_of(source, test_fraction)
-        img = read_pil(item.path)
+        try:
+            img = read_pil(item.path)
+        except ImageReadError as exc:  # unreadable photos are skipped, and said so
+            warnings.warn(f"skipping {item.path}: {exc}", stacklevel=2)
+            continue
         count = test_crops if split == "test" else train_crops
         digest = int(hashlib.sha256(f"{seed}:{source}".encode()).hexdigest()[:8], 16)
         for j, box in enumerate(crop_boxes(img.width, img.height, count, digest)):

@@ -123,7 +123,8 @@ def detect_stage(args, out: Path, train: Variant, tests: list[Variant], retrain:
         for tv in trainings:
             cover_f, stego_f = train_sets[tv.name]
             for det_name in args.detectors:
-                det = RidgeDetector(kind) if det_name == "ridge" else FldEnsembleDetector(kind, seed=args.seed)
+                det = RidgeDetector(kind) if det_name == "ridge" else FldEnsembleDetector(
+                    kind, seed=args.seed, L=args.fld_L, d_sub=args.fld_dsub, output="projection")
                 t1 = time.perf_counter()
                 det.fit(cover_f, stego_f)
                 key = f"{kind}/{det_name}/{tv.name}"
@@ -213,6 +214,18 @@ def _write(out: Path, summary: dict[str, Any], table: str | None) -> None:
         (out / "table.md").write_text(table)
 
 
+def _auto_int(value: str) -> int | str:
+    if value == "automatic":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'automatic', got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'automatic', got {value!r}")
+    return n
+
+
 def add_parser(subparsers) -> None:
     from ..cli_types import positive_int
     from .options import experiment_parser
@@ -229,12 +242,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quantizer-steps", type=positive_int, default=18, help="λ trials of each quantizer "
                    "(thesis: log2 n = 18)")
     p.add_argument("--gina-steps", type=positive_int, default=6, help="GINA's λ trials per lattice")
-    p.add_argument("--quantizers", nargs="+", default=list(QUANTIZERS), choices=QUANTIZERS)
+    p.add_argument("--quantizers", nargs="+", default=list(QUANTIZERS), choices=QUANTIZERS,
+                   help="quantizers of the test pairs")
     p.add_argument("--dfs", nargs="+", type=int, default=[1, 3], help="df in advimage's convention "
                    "(Ch. 8's d_f = df + 1)")
     p.add_argument("--gina-train", type=int, default=600, help="training crops for Table 8.4 (0: skip)")
-    p.add_argument("--features", nargs="+", default=["scrmq1"], choices=["scrmq1", "srm"])
-    p.add_argument("--detectors", nargs="+", default=["ridge", "fld"], choices=["ridge", "fld"])
+    p.add_argument("--features", nargs="+", default=["scrmq1"], choices=["scrmq1", "srm"],
+                   help="steganalysis features")
+    p.add_argument("--detectors", nargs="+", default=["ridge", "fld"], choices=["ridge", "fld"],
+                   help="classifiers trained on the features")
+    p.add_argument("--fld-L", type=_auto_int, default="automatic", help="FLD ensemble: base learners")
+    p.add_argument("--fld-dsub", type=_auto_int, default="automatic", help="FLD ensemble: subspace dimension")
     p.add_argument("--srnet-epochs", type=int, default=0, help="SRNet epochs on the training pairs (0: skip)")
     p.add_argument("--processes", type=positive_int, default=2, help="feature-extraction processes")
     p.add_argument("--stage", choices=["pairs", "all"], default="all", help="stop after making the pairs")

@@ -1,0 +1,111 @@
+"""``advimage experiment stego-table`` end to end on a tiny model: pairs split by photo, verified
+files, features, detectors, Table 8.3/8.4 layout."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import bench_tiny
+from advimage import codec
+from advimage.cli import main
+from advimage.models import load_model
+
+
+def _photos(root: Path, n: int = 8) -> Path:
+    """n smooth 56x48 photos with textures, labelled with the tiny model's prediction of their
+    centre square at 32 px (what the experiment's first crop is); plus a corrupt one."""
+    from advimage.experiments.stego_pairs import crop_boxes
+
+    model = load_model(bench_tiny.TINY, device="cpu")
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:48, 0:56] / 48.0
+    rows = []
+    for i in range(n):
+        c = rng.uniform(60, 195, (3, 1, 1))
+        img = c + 30 * np.sin(2 * np.pi * (rng.uniform(0.5, 3) * xx + rng.uniform(0, 2) * yy)) \
+            + rng.normal(0, 6, (3, 48, 56))
+        pil = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(1, 2, 0))
+        pil.save(root / f"photo{i}.png")
+        centre = pil.crop(crop_boxes(56, 48, 1, 0)[0]).resize((32, 32), Image.LANCZOS)
+        x = torch.from_numpy(np.asarray(centre).copy()).permute(2, 0, 1)[None].float()
+        rows.append((f"photo{i}.png", int(model(x).argmax(1))))
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    rows.append(("broken.png", 0))
+    with open(root / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("filename", "label"), *rows])
+    return root
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    return _photos(folder)
+
+
+def test_stego_table_end_to_end(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="broken.png"):
+        rc = main(["experiment", "stego-table", str(photos), "--model", bench_tiny.TINY, "--out", str(out),
+                   "--size", "32", "--train-crops", "3", "--test-crops", "1", "--test-fraction", "0.4",
+                   "--steps", "10", "--fgsm-steps", "10", "--quantizer-steps", "6", "--gina-steps", "2",
+                   "--gina-train", "6", "--detectors", "ridge", "fld", "--fld-L", "5", "--fld-dsub", "200",
+                   "--processes", "1", "--quiet", "--device", "cpu"])
+    assert rc == 0
+    crops = list(csv.DictReader(open(out / "crops.csv")))
+    train_sources = {r["source"] for r in crops if r["split"] == "train"}
+    test_sources = {r["source"] for r in crops if r["split"] == "test"}
+    assert train_sources and test_sources and not train_sources & test_sources
+    model = load_model(bench_tiny.TINY, device="cpu")
+    summary = json.loads((out / "results.json").read_text())
+    names = list(summary["variants"])
+    assert "train-fgsm-smart-df1" in names and "train-fgsm-gina-df3" in names
+    assert {f"test-pgd-{q}-df{d}" for q in ("smart", "hill", "mipod", "gina") for d in (1, 3)} <= set(names)
+    for name in names:
+        rows = list(csv.DictReader(open(out / "adv" / name / "rows.csv")))
+        assert rows
+        for r in rows:
+            # success is the file's, decided again here from the PNG and the label
+            x = codec.decode((out / "adv" / name / r["file"]).read_bytes()).float()[None]
+            assert int(r["success"]) == int(model(x).argmax(1).item() != int(r["label"]))
+            x0 = codec.decode((out / "covers" / r["file"]).read_bytes()).float()
+            assert float(r["l2"]) == pytest.approx(float((x[0] - x0).norm()), abs=1e-3)
+        pairs = list(csv.DictReader(open(out / "sets" / name / "pairs.csv")))
+        assert len(pairs) == sum(int(r["success"]) for r in rows)
+    det = summary["detection"]
+    for key in ("scrmq1/ridge/train-fgsm-smart-df1", "scrmq1/fld/train-fgsm-smart-df1",
+                "scrmq1/ridge/train-fgsm-gina-df3"):
+        entry = det[key]
+        assert entry["fpr_clean"] <= 0.5
+        assert all(v is None or 0 <= v <= 1 for v in entry["tpr5"].values())
+    table = (out / "table.md").read_text()
+    assert "Table 8.3" in table and "Table 8.4" in table and "gina" in table
+    assert (out / "roc.png").exists()
+    assert "Table 8.3" in capsys.readouterr().out
+
+
+def test_stego_table_refuses_bad_options(photos, tmp_path, capsys):
+    for bad in (["--test-fraction", "1.5"], ["--dfs", "0"], ["--fld-dsub", "zero"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["experiment", "stego-table", str(photos), "--out", str(tmp_path / "x"), *bad])
+        assert exc.value.code != 0
+
+
+def test_split_is_by_photo_and_stable():
+    from advimage.experiments.stego_pairs import crop_boxes, split_of
+
+    assert split_of("n01440764_tench", 0.35) == split_of("n01440764_tench", 0.35)
+    splits = [split_of(f"photo{i}", 0.35) for i in range(400)]
+    assert 0.25 < splits.count("test") / 400 < 0.45
+    boxes = crop_boxes(500, 375, 4, seed=1)
+    assert boxes[0] == (62, 0, 437, 375)
+    for left, top, right, bottom in boxes:
+        assert right - left == bottom - top and 187 <= right - left <= 375
+        assert 0 <= left and right <= 500 and 0 <= top and bottom <= 375
