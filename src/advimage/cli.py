@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_arguments(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
-    from .experiments import jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92
+    from .experiments import jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92, squeezing
     quantization_table.add_parser(exp_sub)
+    squeezing.add_parser(exp_sub)
     jpeg_table.add_parser(exp_sub)
     jpeg_defense.add_parser(exp_sub)
     scaling_fig92.add_parser(exp_sub)

@@ -47,6 +47,9 @@ def create(name: str, model: nn.Module, **params) -> nn.Module:
 
 from .jpeg import JpegCompression, JpegDefense  # noqa: E402  (registers "jpeg")
 from .random_resize import RandomDownscale, RandomResizeDefense  # noqa: E402  (registers "random-resize")
+from .squeeze import BitDepth, BitDepthDefense, MedianDefense, MedianSmoothing, SqueezeDefense  # noqa: E402
+from .feature_squeezing import FeatureSqueezingDetector  # noqa: E402
 
-__all__ = ["JpegCompression", "JpegDefense", "RandomDownscale", "RandomResizeDefense", "UnknownDefenseError",
-           "create", "get", "names", "register"]
+__all__ = ["BitDepth", "BitDepthDefense", "FeatureSqueezingDetector", "JpegCompression", "JpegDefense", "MedianDefense", "MedianSmoothing",
+           "RandomDownscale", "RandomResizeDefense", "SqueezeDefense", "UnknownDefenseError", "create", "get", "names",
+           "register"]

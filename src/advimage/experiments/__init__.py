@@ -4,4 +4,5 @@ EXPERIMENTS = {
     "quant-table": "advimage.experiments.quantization_table",
     "jpeg-table": "advimage.experiments.jpeg_table",
     "jpeg-defense": "advimage.experiments.jpeg_defense",
+    "squeezing": "advimage.experiments.squeezing",
 }
