@@ -1,4 +1,4 @@
-"""Command line: ``advimage demo | attack | bench | experiment | models | attacks | quantizers``.
+"""Command line: ``advimage demo | attack | bench | experiment | analyze | models | attacks | quantizers``.
 
 Exit status: 0 when every input was read (whether or not each attack succeeded), 1 when some
 inputs could not be read (their rows say why; the others are done), 2 for bad options.
@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_parsers(exp_sub)
     from .bench import cli as bench_cli
     bench_cli.add_parser(sub)
+    from .analysis import cli as analysis_cli
+    analysis_cli.add_parser(sub)
     sub.add_parser("models", help="list registered models")
     sub.add_parser("attacks", help="list attacks (white/black box, budget unit)")
     sub.add_parser("quantizers", help="list quantizers")
@@ -318,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from .bench import cli as bench_cli
         return bench_cli.run(args)
+    if args.command == "analyze":
+        return args.analyze_main(args)
     _validate(args)
     if getattr(args, "ray", None) is None:  # with --ray the workers pick their device
         args.device = check_device(args.device)
