@@ -52,7 +52,7 @@ def check_window(size) -> int:
 def bit_depth(x: Tensor, bits: int) -> Tensor:
     """Pixels (any shape, [0, 255]) reduced to ``2^bits`` levels, back on the [0, 255] scale."""
     levels = 2 ** check_bits(bits) - 1
-    return torch.round(x.clamp(0, 255) * (levels / 255.0)) * (255.0 / levels)
+    return torch.round(x.clamp(0, 255) * levels / 255.0) * 255.0 / levels  # k·255/levels: 0 and 255 exact
 
 
 def _pad_symmetric(x: Tensor, before: int, after: int, dim: int) -> Tensor:
