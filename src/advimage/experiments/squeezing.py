@@ -35,7 +35,6 @@ import torch
 
 from ..data import discover
 from ..defenses.feature_squeezing import FeatureSqueezingDetector
-from ..engine import Row as EngineRow
 from ..engine import Settings, run_batch, write_outputs
 from ..images import ImageReadError, load_for_model, read_image
 from ..models import load_model
@@ -65,6 +64,8 @@ class Row:
     file: str = ""
     distortion: float | None = None  # eq. 6.2 against the clean crop, on the file read back
     prediction: dict[str, int] = field(default_factory=dict)  # "none" or defense -> predicted class
+    attack_success: bool | None = None    # the float attack output fooled the victim (engine row)
+    quantize_success: bool | None = None  # its quantization did (before the file check)
     score: float | None = None       # feature-squeezing score (on the plain model)
     squeezer_scores: dict[str, float] = field(default_factory=dict)
 
@@ -100,7 +101,6 @@ def run(images: list[str], out: Path, *, model_name: str = "efficientnet_lite0",
     rounded = defense_from_text(model, "bits:8")
     victims = {"bp": model, "fgsm-round": rounded, **{f"adaptive@{d}": defended[d] for d in defenses}}
     rows: list[Row] = []
-    engine_rows: dict[str, list[EngineRow]] = {s: [] for s in sources}
     with Progress(disable=not progress) as bar:
         task = bar.add_task("squeezing", total=len(items) * len(sources))
         for b in range(0, len(items), batch_size):
@@ -121,10 +121,10 @@ def run(images: list[str], out: Path, *, model_name: str = "efficientnet_lite0",
                 settings = _source_settings(src, attack, steps, fgsm_steps, df, seed, adaptive_steps)
                 er = run_batch(victims[src], its, settings)
                 write_outputs(er, out / src.replace(":", ""))
-                engine_rows[src] += er
                 for j, r in enumerate(er):
                     rows.append(Row(image=its[j].path.name, label=labels[j], source=src, status=r.status,
-                                    file=r.output or "", distortion=r.distortion if r.output else None))
+                                    file=r.output or "", distortion=r.distortion if r.output else None,
+                                    attack_success=r.attack_success, quantize_success=r.quantize_success))
                 bar.update(task, advance=len(its))
     detector = _classify_and_score(model, defended, rows, items, calib_items, fpr)
     summary = summarize(rows, sources, list(defenses), detector)
@@ -200,6 +200,7 @@ def summarize(rows: list[Row], sources: list[str], defenses: list[str], det: Fea
         ratio = [r.distortion / by["bp"][r.image].distortion for r in both if by["bp"][r.image].distortion]
         adaptive[d] = {
             "correct_defended": len(attacked), "fooled": len(fooled),
+            "float_success": _mean([float(bool(r.attack_success)) for r in attacked]),
             "success": len(fooled) / len(attacked) if attacked else None,
             "mean_distortion": _mean([r.distortion for r in fooled]),
             "median_distortion": _median([r.distortion for r in fooled]),
@@ -212,6 +213,7 @@ def summarize(rows: list[Row], sources: list[str], defenses: list[str], det: Fea
     plain = [r for r in by["bp"].values() if r.status in ("fooled", "failed")]
     s["undefended"] = {"correct": len(plain), "fooled": sum(r.status == "fooled" for r in plain),
                        "success": _mean([float(r.status == "fooled") for r in plain]),
+                       "float_success": _mean([float(bool(r.attack_success)) for r in plain]),
                        "median_distortion": _median([r.distortion for r in plain if r.file]),
                        "mean_distortion": _mean([r.distortion for r in plain if r.file])}
     s["fgsm"] = {"fooled": sum(r.status == "fooled" for r in by["fgsm-round"].values()),
@@ -236,11 +238,14 @@ def _write_rows(rows: list[Row], path: Path) -> None:
     sq = sorted({k for r in rows for k in r.squeezer_scores})
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["image", "label", "source", "status", "file", "distortion", "score"]
+        w.writerow(["image", "label", "source", "status", "file", "distortion", "attack_success",
+                    "quantize_success", "score"]
                    + [f"pred_{k}" for k in keys] + [f"score_{k}" for k in sq])
         for r in rows:
             w.writerow([r.image, r.label, r.source, r.status, r.file,
                          "" if r.distortion is None else f"{r.distortion:.6g}",
+                         "" if r.attack_success is None else int(r.attack_success),
+                         "" if r.quantize_success is None else int(r.quantize_success),
                          "" if r.score is None else f"{r.score:.6g}"]
                         + [r.prediction.get(k, "") for k in keys]
                         + ["" if k not in r.squeezer_scores else f"{r.squeezer_scores[k]:.6g}" for k in sq])
@@ -270,13 +275,14 @@ def markdown(s: dict) -> str:
     lines += ["", f"(b) Adaptive attack ({s['attack']} {s['adaptive_steps']} gradients, BPDA identity through the "
               "squeezer) + smart quantization, PNG files verified through the defended model; paired: images "
               "fooled by both the adaptive and the undefended attack:", "",
-              "| defense | attacked | success % | median d | median d, paired | undefended median d, paired "
-              "| median ratio | fools plain too % |", "|---|---|---|---|---|---|---|---|",
-              f"| none | {u['correct']} | {_pct(u['success'])} | {_num(u['median_distortion'])} "
-              "| – | – | 1 | – |"]
+              "| defense | attacked | float success % | success % | median d | median d, paired "
+              "| undefended median d, paired | median ratio | fools plain too % |", "|---" * 9 + "|",
+              f"| none | {u['correct']} | {_pct(u['float_success'])} | {_pct(u['success'])} | "
+              f"{_num(u['median_distortion'])} | – | – | 1 | – |"]
     for d in defs:
         a = s["adaptive"][d]
-        lines.append(f"| {d} | {a['correct_defended']} | {_pct(a['success'])} | {_num(a['median_distortion'])} | "
+        lines.append(f"| {d} | {a['correct_defended']} | {_pct(a['float_success'])} | {_pct(a['success'])} | "
+                     f"{_num(a['median_distortion'])} | "
                      f"{_num(a['median_distortion_paired'])} | {_num(a['median_distortion_undefended_paired'])} | "
                      f"{_num(a['median_ratio'], '.2f')} | {_pct(a['also_fool_plain'])} |")
     det = s["detection"]
