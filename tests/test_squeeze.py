@@ -197,6 +197,15 @@ def test_detector_on_a_photo_flags_a_noisy_copy(tiny_model):
 
 
 # -- the experiment end to end on a tiny model -------------------------------------------------
+def test_adaptive_params_parsing():
+    from advimage.experiments.squeezing import parse_params
+
+    assert parse_params("kappa=0.05, runs=5,mode=x") == {"kappa": 0.05, "runs": 5, "mode": "x"}
+    assert parse_params("") == {}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_params("kappa")
+
+
 def test_squeezing_experiment_end_to_end(tmp_path):
     from advimage.cli import main
     from advimage.images import read_image
@@ -229,3 +238,5 @@ def test_squeezing_experiment_end_to_end(tmp_path):
     assert math.isfinite(s["threshold"])
     with pytest.raises(SystemExit, match="bad --model/--defenses"):
         main(["experiment", "squeezing", str(images), "--model", TINY, "--defenses", "bits:0", "--out", str(out)])
+    with pytest.raises(SystemExit, match="adaptive-params"):
+        main(["experiment", "squeezing", str(images), "--model", TINY, "--adaptive-params", "nope=1", "--out", str(out)])
