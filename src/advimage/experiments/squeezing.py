@@ -165,7 +165,7 @@ def run(images: list[str], out: Path, *, model_name: str = "efficientnet_lite0",
                    adaptive_attack=adaptive_attack, adaptive_steps=adaptive[1], adaptive_params=adaptive_params,
                    df=df, seed=seed,
                    defenses=list(defenses), images=len({r.image for r in rows}), calibration=len(calib_items),
-                   seconds=time.perf_counter() - t_start, threshold=summary.get("threshold"))
+                   seconds=time.perf_counter() - t_start)
     _write_rows(rows, out / "rows.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.md").write_text(markdown(summary))
