@@ -144,7 +144,10 @@ def parse_attack(spec: str) -> tuple[str, int | None]:
 def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
     """Refuse unknown models or attacks with the list of valid names (nothing is built)."""
     for m in models:
-        check_model_spec(m)
+        try:
+            check_model_spec(m)
+        except ValueError as exc:  # a defense argument refused (``+bits:0``)
+            raise ConfigError(f"bad model {m!r}: {exc}") from None
     valid = attack_names()
     for a in attacks:
         name, _ = parse_attack(a)

@@ -1,7 +1,11 @@
 """Defense registry: ``register``, ``get``, ``names``, ``create``.
 
 A defense is an ``nn.Module`` on float pixels in [0, 255] that wraps a classifier:
-``get(name)(model, **params)`` builds it, e.g. ``get("jpeg")(model, quality=75)``.
+``get(name)(model, **params)`` builds it, e.g. ``get("jpeg")(model, quality=75)``. Registered:
+``jpeg``, ``random-resize``, ``bits`` and ``median`` (:mod:`.squeeze`). A factory may carry a
+``check_arg(text)`` attribute that refuses a bad spec argument (``MODEL+bits:0``) before any model
+is built (:func:`advimage.models.specs.check`). The feature-squeezing *detector* is
+:class:`~.feature_squeezing.FeatureSqueezingDetector`.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def create(name: str, model: nn.Module, **params) -> nn.Module:
 
 from .jpeg import JpegCompression, JpegDefense  # noqa: E402  (registers "jpeg")
 from .random_resize import RandomDownscale, RandomResizeDefense  # noqa: E402  (registers "random-resize")
+from .squeeze import BitDepth, BitDepthDefense, MedianDefense, MedianSmoothing, SqueezeDefense  # noqa: E402
+from .feature_squeezing import FeatureSqueezingDetector  # noqa: E402
 
-__all__ = ["JpegCompression", "JpegDefense", "RandomDownscale", "RandomResizeDefense", "UnknownDefenseError",
-           "create", "get", "names", "register"]
+__all__ = ["BitDepth", "BitDepthDefense", "FeatureSqueezingDetector", "JpegCompression", "JpegDefense", "MedianDefense", "MedianSmoothing",
+           "RandomDownscale", "RandomResizeDefense", "SqueezeDefense", "UnknownDefenseError", "create", "get", "names",
+           "register"]

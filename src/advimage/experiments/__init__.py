@@ -5,4 +5,6 @@ EXPERIMENTS = {
     "jpeg-table": "advimage.experiments.jpeg_table",
     "jpeg-defense": "advimage.experiments.jpeg_defense",
     "app-a": "advimage.experiments.app_a",
+    "squeezing": "advimage.experiments.squeezing",
+    "stego-table": "advimage.experiments.stego_table",
 }
