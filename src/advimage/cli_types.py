@@ -28,6 +28,13 @@ def positive_int(value: str) -> int:
     return v
 
 
+def positive_int_or_auto(value: str) -> int | str:
+    """A positive integer, or ``automatic`` (a library's own search)."""
+    if value == "automatic":
+        return value
+    return positive_int(value)
+
+
 def quality_list(value: str) -> tuple[int, ...]:
     """Comma-separated JPEG quality factors, each in 1..100."""
     try:

@@ -214,20 +214,8 @@ def _write(out: Path, summary: dict[str, Any], table: str | None) -> None:
         (out / "table.md").write_text(table)
 
 
-def _auto_int(value: str) -> int | str:
-    if value == "automatic":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'automatic', got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'automatic', got {value!r}")
-    return n
-
-
 def add_parser(subparsers) -> None:
-    from ..cli_types import positive_int
+    from ..cli_types import positive_int, positive_int_or_auto
     from .options import experiment_parser
 
     p = experiment_parser(subparsers, "stego-table", "Tables 8.3-8.4: detectability of adversarial files per "
@@ -251,8 +239,8 @@ def add_parser(subparsers) -> None:
                    help="steganalysis features")
     p.add_argument("--detectors", nargs="+", default=["ridge", "fld"], choices=["ridge", "fld"],
                    help="classifiers trained on the features")
-    p.add_argument("--fld-L", type=_auto_int, default="automatic", help="FLD ensemble: base learners")
-    p.add_argument("--fld-dsub", type=_auto_int, default="automatic", help="FLD ensemble: subspace dimension")
+    p.add_argument("--fld-L", type=positive_int_or_auto, default="automatic", help="FLD ensemble: base learners")
+    p.add_argument("--fld-dsub", type=positive_int_or_auto, default="automatic", help="FLD ensemble: subspace dimension")
     p.add_argument("--srnet-epochs", type=int, default=0, help="SRNet epochs on the training pairs (0: skip)")
     p.add_argument("--processes", type=positive_int, default=2, help="feature-extraction processes")
     p.add_argument("--stage", choices=["pairs", "all"], default="all", help="stop after making the pairs")
