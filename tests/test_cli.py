@@ -40,7 +40,8 @@ def _pixels(path):
     return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float()
 
 
-@pytest.mark.parametrize("quantizer,suffix", [("smart", ".png"), ("round", ".png"), ("jpeg", ".jpg")])
+@pytest.mark.parametrize("quantizer,suffix", [("smart", ".png"), ("round", ".png"), ("jpeg", ".jpg"), ("hill", ".png"),
+                                             ("gina", ".png")])
 def test_model_size_writes_verified_files(image_set, tmp_path, tiny_registered, capsys, quantizer, suffix):
     from advimage.images import load_for_model
     from advimage.models import get
