@@ -56,7 +56,7 @@ def test_stego_table_end_to_end(photos, tmp_path, capsys):
         rc = main(["experiment", "stego-table", str(photos), "--model", bench_tiny.TINY, "--out", str(out),
                    "--size", "32", "--train-crops", "3", "--test-crops", "1", "--test-fraction", "0.4",
                    "--steps", "10", "--fgsm-steps", "10", "--quantizer-steps", "6", "--gina-steps", "2",
-                   "--gina-train", "6", "--detectors", "ridge", "fld", "--fld-L", "5", "--fld-dsub", "200",
+                   "--gina-train", "6", "--detectors", "ridge", "fld", "--fld-L", "5", "--fld-dsub", "200", "--srnet-epochs", "1",
                    "--processes", "1", "--quiet", "--device", "cpu"])
     assert rc == 0
     crops = list(csv.DictReader(open(out / "crops.csv")))
@@ -85,6 +85,7 @@ def test_stego_table_end_to_end(photos, tmp_path, capsys):
         entry = det[key]
         assert entry["fpr_clean"] <= 0.5
         assert all(v is None or 0 <= v <= 1 for v in entry["tpr5"].values())
+    assert set(det["srnet"]["tpr5"]) == {n for n in names if n.startswith("test-")}
     table = (out / "table.md").read_text()
     assert "Table 8.3" in table and "Table 8.4" in table and "gina" in table
     assert (out / "roc.png").exists()

@@ -150,16 +150,17 @@ def detect_stage(args, out: Path, train: Variant, tests: list[Variant], retrain:
 def srnet_stage(args, out: Path, train: Variant, tests: list[Variant], made, test_covers: list[str]) -> dict[str, Any]:
     """SRNet at a reduced scale on the CPU (``--srnet-epochs``), the learning-rate schedule scaled."""
     from ..detect.metrics import threshold_at_fpr
-    from ..detect.srnet import SrnetDetector, train_srnet
+    from ..detect.srnet import SRNetDetector, train_srnet
 
     def load(folder: str, files: list[str]) -> np.ndarray:
         from PIL import Image
         return np.stack([np.asarray(Image.open(out / folder / f).convert("RGB")) for f in files])
     files = _ok(made[train.name])
     t0 = time.perf_counter()
-    model, history = train_srnet(load("covers", files), load(f"adv/{train.name}", files), epochs=args.srnet_epochs,
-                                 seed=args.seed, device=args.device or "auto")
-    det = SrnetDetector(model)
+    trained = train_srnet(load("covers", files), load(f"adv/{train.name}", files), epochs=args.srnet_epochs,
+                          seed=args.seed, device=args.device, progress=not args.quiet)
+    history = trained.history
+    det = SRNetDetector(trained.model, device=args.device)
     clean = det.score(load("covers", test_covers))
     thr = threshold_at_fpr(clean, 0.05)
     out_d = {"epochs": args.srnet_epochs, "train_seconds": time.perf_counter() - t0, "tpr5": {},
