@@ -242,3 +242,23 @@ def test_cli_errors(tmp_path, capsys):
     assert "no images found" in _cli_error(["robustify", "efficientnet_lite0", str(tmp_path / "empty"), "--out",
                                             str(tmp_path / "o2"), "--device", "cpu"], capsys)
     assert "--out" in _cli_error(["robustify", "efficientnet_lite0", imgs], capsys)
+
+
+# --- evaluation outputs (advimage experiment app-b) ---------------------------------------------
+
+def test_app_b_outputs(tmp_path):
+    from advimage.experiments.app_b import student_info, write_outputs
+
+    rows = [{"model": "teacher", "distance": "", "eps": 0.0, "iters": "", "epochs": "", "train_images": "",
+             "n_images": 40, "accuracy": 0.75, "d_half_fit": 0.3, "d_half_empirical": 0.28, "r2": 0.9,
+             "d_half_ratio": 1.0, "accuracy_change": 0.0},
+            {"model": "runs/x/student.safetensors", "distance": "mse", "eps": 1.0, "iters": 1, "epochs": 3,
+             "train_images": 300, "n_images": 40, "accuracy": 0.7, "d_half_fit": 0.45, "d_half_empirical": 0.4,
+             "r2": 0.8, "d_half_ratio": 1.5, "accuracy_change": -0.05}]
+    write_outputs(rows, tmp_path, "t")
+    md = (tmp_path / "app_b.md").read_text()
+    assert "| 1.50 | -5.0 pts |" in md and "teacher" in md
+    assert (tmp_path / "app_b.csv").read_text().count("\n") == 3
+    assert (tmp_path / "app_b.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="student.json"):
+        student_info(tmp_path)
