@@ -262,3 +262,28 @@ def test_app_b_outputs(tmp_path):
     assert (tmp_path / "app_b.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="student.json"):
         student_info(tmp_path)
+
+
+def test_app_b_from_bench_folders(tmp_path):
+    import json
+
+    from advimage.experiments.app_b import from_bench
+
+    run = tmp_path / "rob"
+    run.mkdir()
+    (run / "student.json").write_text(json.dumps({"settings": {"distance": "cc", "eps": 2.0, "iters": 1,
+                                                               "data": "300:abc"}, "epoch": 2}))
+    student = f"m@{run / 'student.safetensors'}"
+
+    def summary(model, acc, dh):
+        return {"model": model, "attack": "bp", "n_images": 40, "accuracy": acc, "d_half_fit": dh,
+                "d_half_empirical": dh, "r2": 0.9}
+    for name, s in (("t", summary("m", 0.8, 0.2)), ("s", summary(student, 0.75, 0.3))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"summaries": [s]}))
+    rows = from_bench([str(tmp_path / "t"), str(tmp_path / "s")], tmp_path / "out", model="m")
+    assert [r["model"] for r in rows] == ["teacher", str(run / "student.safetensors")]
+    assert rows[1]["d_half_ratio"] == pytest.approx(1.5) and rows[1]["accuracy_change"] == pytest.approx(-0.05)
+    assert (rows[1]["distance"], rows[1]["eps"], rows[1]["epochs"], rows[1]["train_images"]) == ("cc", 2.0, 2, 300)
+    with pytest.raises(ValueError, match="teacher"):
+        from_bench([str(tmp_path / "s")], tmp_path / "out", model="m")

@@ -6,7 +6,9 @@ For the teacher (the model as given) and each student of ``advimage robustify`` 
 (labels of the image set: they are used here only, never in training) and d½ (fit of eq. 6.5 and
 empirical crossing). The students' ε (read from their ``student.json``) makes the accuracy-robustness
 curve: ``app_b.csv``, ``app_b.md`` and ``app_b.png`` (accuracy and d½ against ε; accuracy against d½).
-The bench's run folder is ``OUT/bench`` (resumable: a finished model is not attacked again).
+The bench's run folder is ``OUT/bench`` (resumable: a finished model is not attacked again; a
+student retrained in place keeps its old rows: use a new folder). ``--from-bench`` builds the same
+outputs from bench run folders made separately (e.g. teacher and student in two processes).
 """
 
 from __future__ import annotations
@@ -50,22 +52,54 @@ def run(images: list[str], students: list[str], out: Path, *, model: str = "effi
     result = run_benchmark(items, specs, attacks=attack, steps=steps, seed=seed, batch_size=batch_size,
                            device=device, out=bench_dir, resume=resume, gallery=0,
                            progress=progress, title="App. B: teacher vs students")
-    by_model = {s.model: s for s in result.summaries}
+    by_model = {s.model: s.to_dict() for s in result.summaries}
+    rows = rows_from_summaries(by_model, model, [str(Path(s) / "student.safetensors") for s in students])
+    write_outputs(rows, out, title=f"{model}, {attack} ({steps} steps), {rows[0]['n_images']} held-out images")
+    return rows
+
+
+def rows_from_summaries(by_model: dict[str, dict], model: str, student_files: list[str]) -> list[dict]:
+    """Table rows (teacher first) from bench summaries keyed by model spec (``model`` and
+    ``model@<student file>``); each student's settings come from the student.json beside its file."""
+    if model not in by_model:
+        raise ValueError(f"no bench result for the teacher {model!r}")
     teacher = by_model[model]
     rows = []
-    for spec, info in zip(specs, [None] + infos):
+    for file in [None] + list(student_files):
+        spec = model if file is None else f"{model}@{file}"
+        if spec not in by_model:
+            raise ValueError(f"no bench result for {spec!r}")
         s = by_model[spec]
+        info = None if file is None else student_info(Path(file).parent)
         st = info["settings"] if info else {}
         rows.append({
-            "model": "teacher" if info is None else spec.split("@", 1)[1],
+            "model": "teacher" if info is None else str(file),
             "distance": st.get("distance", ""), "eps": st.get("eps", 0.0), "iters": st.get("iters", ""),
             "epochs": info["epoch"] if info else "", "train_images": int(st["data"].split(":")[0]) if info else "",
-            "n_images": s.n_images, "accuracy": s.accuracy, "d_half_fit": s.d_half_fit,
-            "d_half_empirical": s.d_half_empirical, "r2": s.r2,
-            "d_half_ratio": s.d_half_fit / teacher.d_half_fit if teacher.d_half_fit else math.nan,
-            "accuracy_change": s.accuracy - teacher.accuracy,
+            "n_images": s["n_images"], "accuracy": s["accuracy"], "d_half_fit": s["d_half_fit"],
+            "d_half_empirical": s["d_half_empirical"], "r2": s["r2"],
+            "d_half_ratio": s["d_half_fit"] / teacher["d_half_fit"] if teacher["d_half_fit"] else math.nan,
+            "accuracy_change": s["accuracy"] - teacher["accuracy"],
         })
-    write_outputs(rows, out, title=f"{model}, {attack} ({steps} steps), {teacher.n_images} held-out images")
+    return rows
+
+
+def from_bench(bench_dirs: list[str], out: Path, *, model: str = "efficientnet_lite0", attack: str = "bp") -> list[dict]:
+    """The same table and figure from finished ``advimage bench`` run folders (their summary.json),
+    e.g. a teacher and students benched by separate processes; students are the specs
+    ``model@<file>``. Writes app_b.csv/.md/.png in ``out``; returns the rows."""
+    by_model: dict[str, dict] = {}
+    for d in bench_dirs:
+        path = Path(d) / "summary.json"
+        if not path.is_file():
+            raise ValueError(f"{d}: no summary.json (not a finished bench run folder?)")
+        for s in json.loads(path.read_text())["summaries"]:
+            if s["attack"] == attack:
+                by_model[s["model"]] = s
+    students = sorted(m.split("@", 1)[1] for m in by_model if m.startswith(model + "@"))
+    rows = rows_from_summaries(by_model, model, students)
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(rows, out, title=f"{model}, {attack}, {rows[0]['n_images']} held-out images")
     return rows
 
 
@@ -142,6 +176,9 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (None: cuda if available)")
     p.add_argument("--out", default="runs/app-b", help="output folder (the bench's run folder is OUT/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--from-bench", default=None, metavar="DIRS",
+                   help="attack nothing: build the table from finished `advimage bench` run folders (comma-separated; "
+                        "teacher --model and students MODEL@FILE) instead")
     p.set_defaults(experiment_main=main)
     return p
 
@@ -156,6 +193,12 @@ def main(args) -> int:
         fail("--skip must be >= 0")
     students = [s for s in args.students.split(",") if s.strip()]
     try:
+        if args.from_bench:
+            rows = from_bench([d for d in args.from_bench.split(",") if d.strip()], Path(args.out),
+                              model=args.model, attack=args.attack)
+            print(markdown(rows), end="")
+            print(f"written: {args.out}/app_b.csv, app_b.md, app_b.png")
+            return 0
         rows = run(args.images, students, Path(args.out), model=args.model, attack=args.attack, steps=args.steps,
                    skip=args.skip, limit=args.limit, batch_size=args.batch_size, device=args.device,
                    seed=args.seed, progress=not args.quiet)
