@@ -84,7 +84,8 @@ def rows_from_summaries(by_model: dict[str, dict], model: str, student_files: li
     return rows
 
 
-def from_bench(bench_dirs: list[str], out: Path, *, model: str = "efficientnet_lite0", attack: str = "bp") -> list[dict]:
+def from_bench(bench_dirs: list[str], out: Path, *, model: str = "efficientnet_lite0",
+               attack: str = "bp") -> list[dict]:
     """The same table and figure from finished ``advimage bench`` run folders (their summary.json),
     e.g. a teacher and students benched by separate processes; students are the specs
     ``model@<file>``. Writes app_b.csv/.md/.png in ``out``; returns the rows."""
@@ -104,9 +105,13 @@ def from_bench(bench_dirs: list[str], out: Path, *, model: str = "efficientnet_l
 
 
 def markdown(rows: list[dict], title: str = "") -> str:
-    head = "| model | dist | ε | epochs | train imgs | images | accuracy | d½ fit | d½ emp. | d½ / teacher | Δ acc. |"
+    head = ("| model | dist | ε | epochs | train imgs | images | accuracy | d½ fit | d½ emp. | d½ / teacher "
+            "| Δ acc. |")
     lines = [f"**{title}**\n" if title else "", head, "|" + "---|" * 11]
-    f = lambda v, spec: "" if v == "" or v is None else ("nan" if isinstance(v, float) and math.isnan(v) else format(v, spec))  # noqa: E731
+    def f(v, spec):
+        if v == "" or v is None:
+            return ""
+        return "nan" if isinstance(v, float) and math.isnan(v) else format(v, spec)
     for r in rows:
         lines.append(f"| {r['model']} | {r['distance']} | {f(r['eps'], 'g')} | {r['epochs']} | {r['train_images']} | "
                      f"{r['n_images']} | {f(r['accuracy'], '.3f')} | {f(r['d_half_fit'], '.3f')} | "
@@ -165,7 +170,8 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
         "app-b", help="App. B: teacher vs robustified students (clean accuracy, white-box d½, curve over ε)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("images", nargs="+", help="held-out labelled images (folder with labels.csv, ...)")
-    p.add_argument("--students", default="", help="comma-separated run folders of `advimage robustify` (none: the teacher only)")
+    p.add_argument("--students", default="",
+                   help="comma-separated run folders of `advimage robustify` (none: the teacher only)")
     p.add_argument("--model", default="efficientnet_lite0", help="the teacher (the students' model)")
     p.add_argument("--attack", default="bp", help="white-box attack")
     p.add_argument("--steps", type=positive_int, default=20, help="gradients per image, attack + quantizer")

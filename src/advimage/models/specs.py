@@ -3,7 +3,8 @@
 ``efficientnet_lite0`` — the model; ``efficientnet_lite0+jpeg:75`` — behind the JPEG defense at
 quality 75 (BPDA identity gradient); ``timm:resnet50+jpeg:90``;
 ``efficientnet_lite0@runs/rob/student.safetensors`` — the model with the weights of that file
-(what ``--weights`` reads; e.g. a student of ``advimage robustify``), behind defenses if ``+...`` follows. Defenses come from
+(what ``--weights`` reads; e.g. a student of ``advimage robustify``), behind defenses if ``+...``
+follows. Defenses come from
 :mod:`advimage.defenses` (``advimage.defenses.names()``); the one parameter after ``:`` is the
 defense's first option (``quality`` for JPEG).
 """
