@@ -287,3 +287,7 @@ def test_app_b_from_bench_folders(tmp_path):
     assert (rows[1]["distance"], rows[1]["eps"], rows[1]["epochs"], rows[1]["train_images"]) == ("cc", 2.0, 2, 300)
     with pytest.raises(ValueError, match="teacher"):
         from_bench([str(tmp_path / "s")], tmp_path / "out", model="m")
+
+
+def test_app_b_cli_needs_images(capsys):
+    assert "held-out images" in _cli_error(["experiment", "app-b"], capsys)

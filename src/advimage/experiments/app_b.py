@@ -169,7 +169,7 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
     p = experiment_subparsers.add_parser(
         "app-b", help="App. B: teacher vs robustified students (clean accuracy, white-box d½, curve over ε)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("images", nargs="+", help="held-out labelled images (folder with labels.csv, ...)")
+    p.add_argument("images", nargs="*", help="held-out labelled images (folder with labels.csv, ...)")
     p.add_argument("--students", default="",
                    help="comma-separated run folders of `advimage robustify` (none: the teacher only)")
     p.add_argument("--model", default="efficientnet_lite0", help="the teacher (the students' model)")
@@ -197,6 +197,8 @@ def main(args) -> int:
 
     if args.skip < 0:
         fail("--skip must be >= 0")
+    if not args.images and not args.from_bench:
+        fail("app-b needs held-out images (or --from-bench DIRS)")
     students = [s for s in args.students.split(",") if s.strip()]
     try:
         if args.from_bench:
