@@ -1,4 +1,5 @@
-"""Command line: ``advimage demo | attack | bench | detect | experiment | analyze | models | attacks | quantizers``.
+"""Command line: ``advimage demo | attack | bench | detect | robustify | experiment | analyze | models | attacks |
+quantizers``.
 
 Exit status: 0 when every input was read (whether or not each attack succeeded), 1 when some
 inputs could not be read (their rows say why; the others are done), 2 for bad options.
@@ -102,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_arguments(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
-    from .experiments import (app_a, jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92,
+    from .experiments import (app_a, app_b, jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92,
                               squeezing, stego_table)
     quantization_table.add_parser(exp_sub)
     app_a.add_parser(exp_sub)
+    app_b.add_parser(exp_sub)
     squeezing.add_parser(exp_sub)
     jpeg_table.add_parser(exp_sub)
     jpeg_defense.add_parser(exp_sub)
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect_cli.add_parser(sub)
     from .analysis import cli as analysis_cli
     analysis_cli.add_parser(sub)
+    from .robustify import cli as robustify_cli
+    robustify_cli.add_parser(sub)
     sub.add_parser("models", help="list registered models")
     sub.add_parser("attacks", help="list attacks (white/black box, budget unit)")
     sub.add_parser("quantizers", help="list quantizers")
@@ -366,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         return detect_cli.run(args)
     if args.command == "analyze":
         return args.analyze_main(args)
+    if args.command == "robustify":
+        from .robustify import cli as robustify_cli
+        return robustify_cli.run(args)
     _validate(args)
     if getattr(args, "ray", None) is None:  # with --ray the workers pick their device
         args.device = check_device(args.device)
