@@ -5,7 +5,8 @@ or the PNG/JPEG files of a folder. Each (kind, processes) run starts from an emp
 image is computed; a last run per kind reads the cache back (cache hit speed).
 
 Usage: python benchmarks/bench_features.py [FOLDER] [-n 8] [--processes 1,2] [--kinds srm,scrmq1]
-       [--out benchmarks/out/features.json]
+       [--loops] [--out benchmarks/out/features.json]
+``--loops`` adds a run with sealwatch's own co-occurrence loops (the features must be identical).
 Writes JSON and prints a table.
 """
 
@@ -48,6 +49,8 @@ def main() -> None:
     p.add_argument("-n", type=int, default=8, help="number of images")
     p.add_argument("--processes", default="1,2", help="comma-separated worker counts")
     p.add_argument("--kinds", default="srm,scrmq1", help="comma-separated feature kinds")
+    p.add_argument("--loops", action="store_true", help="also time sealwatch's own co-occurrence loops "
+                   "(1 process), against advimage's vectorized drop-in")
     p.add_argument("--out", default="benchmarks/out/features.json")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-features-"))
@@ -61,25 +64,30 @@ def main() -> None:
         rows = []
         for kind in args.kinds.split(","):
             reference = None
-            for procs in (int(v) for v in args.processes.split(",")):
-                cache = work / f"cache-{kind}-{procs}"
+            runs = [(int(v), False) for v in args.processes.split(",")] + ([(1, True)] if args.loops else [])
+            for procs, loops in runs:
+                cache = work / f"cache-{kind}-{procs}-{loops}"
+                os.environ["ADVIMAGE_SEALWATCH_LOOPS"] = "1" if loops else "0"
                 t0 = time.perf_counter()
                 x = extract_files(paths, kind, processes=procs, cache_dir=cache, progress=False)
                 seconds = time.perf_counter() - t0
+                os.environ["ADVIMAGE_SEALWATCH_LOOPS"] = "0"
                 if reference is None:
                     reference = x
                 same = bool(np.array_equal(x, reference))
                 rows.append({"kind": kind, "processes": procs, "images": len(paths), "seconds": round(seconds, 3),
                              "images_per_s": round(len(paths) / seconds, 4), "dim": int(x.shape[1]),
-                             "same_as_first": same, "cached": False})
-                print(f"{kind:7s} {procs} proc  {len(paths) / seconds:7.3f} img/s  ({seconds:.1f} s)"
+                             "same_as_first": same, "cached": False, "sealwatch_loops": loops})
+                print(f"{kind:7s} {procs} proc{' sealwatch loops' if loops else ''}  "
+                      f"{len(paths) / seconds:7.3f} img/s  ({seconds:.1f} s)"
                       f"{'' if same else '  DIFFERENT FEATURES'}", flush=True)
             t0 = time.perf_counter()
             x = extract_files(paths, kind, processes=1, cache_dir=cache, progress=False)
             seconds = time.perf_counter() - t0
             rows.append({"kind": kind, "processes": 1, "images": len(paths), "seconds": round(seconds, 4),
                          "images_per_s": round(len(paths) / seconds, 2), "dim": int(reference.shape[1]),
-                         "same_as_first": bool(np.array_equal(x, reference)), "cached": True})
+                         "same_as_first": bool(np.array_equal(x, reference)), "cached": True,
+                         "sealwatch_loops": False})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {"benchmark": "features", "sizes": [list(s) for s in sizes], "rows": rows,
@@ -92,6 +100,7 @@ def main() -> None:
     print("\n| kind | processes | images | s | images/s |\n|---|---|---|---|---|")
     for r in rows:
         procs = f"{r['processes']} (cache hit)" if r["cached"] else str(r["processes"])
+        procs += " (sealwatch's loops)" if r["sealwatch_loops"] else ""
         print(f"| {r['kind']} | {procs} | {r['images']} | {r['seconds']} | {r['images_per_s']} |")
     print(f"\nimage sizes {sizes}; load average at the end {result['load_average']}; {out}")
 

@@ -75,10 +75,13 @@ def extract(image: np.ndarray, kind: str) -> np.ndarray:
     """
     import sealwatch
 
-    from .cooccurrence import install
+    from .cooccurrence import install, uninstall
 
     _check_kind(kind)
-    install()  # the same co-occurrences, vectorized (about 5x faster)
+    if os.environ.get("ADVIMAGE_SEALWATCH_LOOPS") == "1":
+        uninstall()  # sealwatch's own loops, for comparisons (same features, slower)
+    else:
+        install()  # the same co-occurrences, vectorized
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected one RGB image (H, W, 3) uint8, got {image.dtype} {image.shape}")
