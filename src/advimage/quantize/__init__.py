@@ -2,7 +2,8 @@
 
 A registry of quantizers sharing one contract (:mod:`.base`): ``names()``, ``spec(name)``,
 ``run(name, model, x0, x_adv, y, ...)``. Registered: ``smart`` (§7.2), ``round``, ``none``
-(:mod:`.spatial`), ``jpeg`` (§7.3, :mod:`.jpeg`), ``jpeg-pixels`` and ``smart-prune`` (:mod:`.prune`).
+(:mod:`.spatial`), ``jpeg`` (§7.3, :mod:`.jpeg`), ``jpeg-pixels``, ``smart-prune`` (:mod:`.prune`),
+``scaled`` and ``scaled-prune`` (:mod:`.scaled`), ``hill``, ``mipod``, ``gina`` (:mod:`.stego`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .spatial import admissible_bounds, lambda_c, quantize_at, quantize_spatial,
 from .jpeg import quantize_jpeg  # noqa: E402  (registers "jpeg" after the spatial ones)
 from .prune import smart_prune  # noqa: E402,F401  (registers "smart-prune")
 from .stego import quantize_gina  # noqa: E402,F401  (registers "hill", "mipod", "gina")
+from .scaled import quantize_scaled  # noqa: E402  (registers "scaled", "scaled-prune")
 
 
 def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) -> QuantizedImages:
@@ -23,5 +25,5 @@ def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) ->
 
 
 __all__ = ["QuantizedImages", "QuantizerSpec", "UnknownQuantizerError", "admissible_bounds", "critical_lambda",
-           "lambda_c", "names", "quantize_at", "quantize_jpeg", "quantize_spatial", "register", "round_pixels", "run",
+           "lambda_c", "names", "quantize_at", "quantize_jpeg", "quantize_scaled", "quantize_spatial", "register", "round_pixels", "run",
            "spec"]

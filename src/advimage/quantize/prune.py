@@ -68,15 +68,21 @@ def smart_prune(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criteri
                 targeted: bool = False, cost: Tensor | None = None, steps: int = 10,
                 prune_steps: int = 8, rounds: int = 2, **_: object) -> QuantizedImages:
     q = quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, cost=cost, steps=steps)
+    return prune_rounds(model, x0, q, y, targeted=targeted, prune_steps=prune_steps, rounds=rounds)
+
+
+def prune_rounds(model: nn.Module, x0: Tensor, q: QuantizedImages, y: Tensor | Criterion, *, targeted: bool = False,
+                 prune_steps: int = 8, rounds: int = 2) -> QuantizedImages:
+    """``rounds`` of :func:`prune` on the images ``q`` quantized successfully; passes added to q's."""
     x0f = x0.float().round()
-    ok = q.success
     pixels, gradients, forwards = q.pixels.float(), q.gradients.clone(), q.forwards.clone()
-    todo = ok.nonzero().flatten()
+    todo = q.success.nonzero().flatten()
     sub = (y[todo] if isinstance(y, Tensor) else y.subset(todo)) if todo.numel() else None
     for _ in range(rounds if todo.numel() else 0):  # each round re-linearizes at the pruned image
         pruned, _, oracle = prune(model, x0f[todo], pixels[todo], sub, targeted=targeted, steps=prune_steps)
         pixels[todo] = pruned
         gradients[todo] += oracle.gradients.to(gradients)
         forwards[todo] += oracle.forwards.to(forwards)
-    return QuantizedImages(pixels=pixels.clamp(0, 255).to(torch.uint8), success=ok, distortion=distortion(pixels, x0f),
-                           lam=q.lam, gradients=gradients, forwards=forwards, suffix=".png")
+    return QuantizedImages(pixels=pixels.clamp(0, 255).to(torch.uint8), success=q.success,
+                           distortion=distortion(pixels, x0f), lam=q.lam, gradients=gradients, forwards=forwards,
+                           suffix=".png")
