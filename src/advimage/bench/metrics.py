@@ -350,6 +350,9 @@ class RobustnessSummary:
     seconds_per_image: mean attack time or None. note: why a value is undefined, else "".
     d_half_unquantized, r2_unquantized: the same fit on the attack's float output before
     quantization (:func:`unquantized_curve_from_rows`), for reference only; nan when unknown.
+    fits: the exponential fit under each convention of :func:`fit_conventions`,
+    ``{"<amplitude>/<grid>": {"eta0", "lam", "d_half", "d_half_crossing", "r2"}}`` (empty where
+    the fit is undefined); ``"pinned/breakpoints"`` repeats ``lam``, ``d_half_fit`` and ``r2``.
     """
 
     model: str
@@ -369,6 +372,7 @@ class RobustnessSummary:
     note: str = ""
     d_half_unquantized: float = float("nan")
     r2_unquantized: float = float("nan")
+    fits: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -415,7 +419,14 @@ def summarize(curve: OperatingCurve, *, model: str = "", attack: str = "", quant
         d_half_empirical=empirical_half_distortion(curve), success_at=success_at(curve, budgets),
         n_fooled=int(np.sum(np.isfinite(e) & (e > 0))), n_failed=int(np.sum(np.isinf(e))),
         n_errors=n_errors, seconds_per_image=seconds_per_image, note=note,
-        d_half_unquantized=d_half_u, r2_unquantized=r2_u)
+        d_half_unquantized=d_half_u, r2_unquantized=r2_u, fits=_fit_table(curve))
+
+
+def _fit_table(curve: OperatingCurve) -> dict[str, dict[str, float]]:
+    """:func:`fit_conventions` as plain numbers (``{}`` for an undefined fit)."""
+    return {k: {} if f is None else {"eta0": f.eta0, "lam": f.lam, "d_half": f.d_half,
+                                      "d_half_crossing": f.d_half_crossing, "r2": f.r2}
+            for k, f in fit_conventions(curve).items()}
 
 
 def summarize_rows(rows: Iterable[Mapping[str, Any]], *,
