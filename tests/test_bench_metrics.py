@@ -12,6 +12,7 @@ from advimage.bench.metrics import (
     curve_from_rows,
     effective_distortion,
     empirical_half_distortion,
+    fit_conventions,
     fit_exponential,
     operating_curve,
     success_at,
@@ -92,6 +93,107 @@ def test_fit_r2_drops_for_non_exponential_curve():
     d = np.r_[np.full(50, 0.99), np.full(50, 1.01)]
     f = fit_exponential(operating_curve(d, np.ones(100, bool)))
     assert f.r2 < 0.9
+
+
+def _fooled_fraction_curve(e: np.ndarray, n_mis: int = 0):
+    """(breakpoints d, eta there, uniform d, eta there) computed directly from per-image distortions
+    (all fooled), independently of the library: eta(d) = #{e_i > d} / N."""
+    n = e.size + n_mis
+    bd = np.unique(np.r_[0.0, e])
+    ud = np.linspace(0.0, e.max(), 200)
+    eta = lambda q: np.array([np.sum(e > x) for x in q]) / n  # noqa: E731
+    return bd, eta(bd), ud, eta(ud)
+
+
+def _scipy_fit(d, eta, acc, amplitude):
+    """Reference least squares with scipy directly: (amplitude, lam, R^2)."""
+    from scipy.optimize import least_squares
+
+    if amplitude == "pinned":
+        r = least_squares(lambda p: acc * np.exp(-p[0] * d) - eta, [1.0], bounds=(0, np.inf),
+                          xtol=1e-14, ftol=1e-14, gtol=1e-14)
+        a, lam = acc, r.x[0]
+    else:
+        r = least_squares(lambda p: p[0] * np.exp(-p[1] * d) - eta, [acc, 1.0], bounds=(0, np.inf),
+                          xtol=1e-14, ftol=1e-14, gtol=1e-14)
+        a, lam = r.x
+    res = eta - a * np.exp(-lam * d)
+    return a, lam, 1 - np.sum(res ** 2) / np.sum((eta - eta.mean()) ** 2)
+
+
+@pytest.mark.parametrize("amplitude", ["pinned", "fitted"])
+@pytest.mark.parametrize("grid", ["breakpoints", "uniform"])
+def test_conventions_recover_exact_exponential(amplitude, grid):
+    # 2000 correctly classified images at the quantiles of Exp(lam), 500 misclassified: eta(d) = 0.8 exp(-3 d)
+    lam, n = 3.0, 2000
+    d = -np.log(1 - (np.arange(n) + 0.5) / n) / lam
+    c = operating_curve(np.r_[d, np.zeros(500)], np.ones(n + 500, bool), np.r_[np.zeros(n, bool), np.ones(500, bool)])
+    f = fit_exponential(c, amplitude=amplitude, grid=grid)
+    assert (f.amplitude, f.grid, f.n_samples) == (amplitude, grid, n + 1 if grid == "breakpoints" else 200)
+    assert f.accuracy == pytest.approx(0.8)
+    assert f.eta0 == pytest.approx(0.8, abs=2e-3)
+    assert f.lam == pytest.approx(lam, rel=5e-3)
+    assert f.d_half == pytest.approx(math.log(2) / lam, rel=5e-3)
+    assert f.r2 == pytest.approx(1.0, abs=1e-5)
+    assert f.d_half_crossing == pytest.approx(f.d_half, rel=5e-3)
+
+
+def _sigmoid_distortions(n=2000, m=0.15, s=0.03):
+    """Quantiles of a logistic(m, s) truncated at 0: eta(d) stays near 1, then falls fast."""
+    f0 = 1 / (1 + math.exp(m / s))
+    q = f0 + (np.arange(n) + 0.5) / n * (1 - f0)
+    return m + s * np.log(q / (1 - q))
+
+
+def test_fitted_amplitude_differs_from_accuracy_on_sigmoid():
+    e = _sigmoid_distortions()
+    c = operating_curve(e, np.ones(e.size, bool))
+    bd, beta, _, _ = _fooled_fraction_curve(e)
+    np.testing.assert_allclose(c.d, bd)
+    np.testing.assert_allclose(c.eta, beta)
+    a_ref, lam_ref, r2_ref = _scipy_fit(bd, beta, 1.0, "fitted")
+    f = fit_exponential(c, amplitude="fitted")
+    assert f.eta0 == pytest.approx(a_ref, rel=1e-4) and f.lam == pytest.approx(lam_ref, rel=1e-4)
+    assert f.r2 == pytest.approx(r2_ref, abs=1e-6)
+    assert f.eta0 > c.accuracy + 0.3  # the flat top pushes the exponential's amplitude far above eta(0) = 1
+    pinned = fit_exponential(c)
+    assert pinned.eta0 == c.accuracy == 1.0
+    assert f.r2 > pinned.r2 + 0.1 and f.d_half < pinned.d_half
+    # the fitted model crosses eta(0)/2 at d_half_crossing, not at ln2 / lam
+    assert f(f.d_half_crossing) == pytest.approx(c.accuracy / 2)
+    assert f.d_half_crossing > f.d_half
+
+
+def test_uniform_grid_changes_r2_on_clustered_samples():
+    # 90 images fooled between 0.1 and 0.2, 10 spread up to 5: breakpoints crowd where images do
+    rng = np.random.default_rng(0)
+    e = np.r_[rng.uniform(0.1, 0.2, 90), rng.uniform(0.2, 5.0, 10)]
+    c = operating_curve(e, np.ones(e.size, bool))
+    bd, beta, ud, ueta = _fooled_fraction_curve(e)
+    r2 = {}
+    for grid, (d, eta) in {"breakpoints": (bd, beta), "uniform": (ud, ueta)}.items():
+        for amplitude in ("pinned", "fitted"):
+            a_ref, lam_ref, r2_ref = _scipy_fit(d, eta, 1.0, amplitude)
+            f = fit_exponential(c, amplitude=amplitude, grid=grid)
+            assert f.lam == pytest.approx(lam_ref, rel=1e-4) and f.eta0 == pytest.approx(a_ref, rel=1e-4)
+            assert f.r2 == pytest.approx(r2_ref, abs=1e-6)
+            r2[amplitude, grid] = f.r2
+    assert abs(r2["pinned", "uniform"] - r2["pinned", "breakpoints"]) > 0.05
+    fits = fit_conventions(c)
+    assert list(fits) == ["pinned/breakpoints", "pinned/uniform", "fitted/breakpoints", "fitted/uniform"]
+    assert fits["pinned/uniform"].r2 == pytest.approx(r2["pinned", "uniform"])
+    # the default is RoBIC's convention
+    assert fit_exponential(c).r2 == r2["pinned", "breakpoints"]
+
+
+def test_unknown_fit_convention():
+    c = small_curve()
+    with pytest.raises(ValueError, match="valid: pinned, fitted"):
+        fit_exponential(c, amplitude="free")
+    with pytest.raises(ValueError, match="valid: breakpoints, uniform"):
+        fit_exponential(c, grid="log")
+    none = operating_curve([0.0, 0.0], [False, False])
+    assert all(f is None for f in fit_conventions(none).values())
 
 
 def test_all_fooled_at_zero():

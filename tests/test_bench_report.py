@@ -61,31 +61,48 @@ def test_table_layout(report):
     rows = table_rows(summaries, black_box_attacks={"surfree"}, params_millions={"resnet50": 25.557})
     assert [r.model for r in rows] == ["resnet50", "vit/b-16 <x>"]
     r = rows[0]
-    # white box is the worst case over the two quantizers of bp
+    # white box is the worst case over the two quantizers of bp, by the empirical d½
     bp = [s for s in summaries if s.model == "resnet50" and s.attack == "bp"]
-    worst = min(bp, key=lambda s: s.d_half_fit)
+    worst = min(bp, key=lambda s: s.d_half_empirical)
+    assert r.d_half_empirical_white == worst.d_half_empirical
     assert r.d_half_white == worst.d_half_fit and r.r2_white == worst.r2
     assert r.d_half_black == summaries[2].d_half_fit and r.seconds_black == 4.0
+    assert r.d_half_empirical_black == summaries[2].d_half_empirical
     assert rows[1].d_half_black is None and rows[1].params_millions is None
 
     md = files.table_md.read_text()
     assert md == table_markdown(rows)
     lines = md.splitlines()
-    assert lines[0] == ("| Model | Parameters (millions) | Accuracy η(0) (%) | d½ white box | d½ black box "
-                        "| R² (white / black) | s/image (white / black) |")
+    assert lines[0] == ("| Model | Parameters (millions) | Accuracy η(0) (%) | d½ empirical, white box "
+                        "| d½ empirical, black box | d½ fit (white / black) | R² of fit (white / black) "
+                        "| s/image (white / black) |")
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[:3] == ["resnet50", "25.56", f"{100 * summaries[0].accuracy:.1f}"]
-    assert cells[3] == f"{r.d_half_white:.2f}" and cells[4] == f"{r.d_half_black:.2f}"
-    assert cells[6] == "0.25 / 4"
+    assert cells[3] == f"{r.d_half_empirical_white:.2f}" and cells[4] == f"{r.d_half_empirical_black:.2f}"
+    assert cells[5] == f"{r.d_half_white:.2f} / {r.d_half_black:.2f}"
+    assert cells[6] == f"{r.r2_white:.3f} / {r.r2_black:.3f}" and cells[7] == "0.25 / 4"
     assert lines[3].split("|")[5].strip() == "–"  # no black-box attack on the second model
 
     with open(files.table_csv, newline="") as f:
         got = list(csv.DictReader(f))
     assert float(got[0]["d_half_white"]) == pytest.approx(r.d_half_white)
+    assert float(got[0]["d_half_empirical_white"]) == pytest.approx(r.d_half_empirical_white)
     assert got[0]["attack_white"] in ("bp", "bp (round)") and got[1]["d_half_black"] == ""
     with open(files.summaries_csv, newline="") as f:
         det = list(csv.DictReader(f))
     assert len(det) == 4 and {"success_at_0.5", "success_at_1", "success_at_2"} <= set(det[0])
+
+
+def test_worst_case_is_the_smallest_empirical_d_half():
+    # a long tail pulls the fit far out (d½ fit 1.03) while half the images are fooled by 0.57;
+    # a steep step has the larger empirical d½ (0.60) but the smaller fitted one (0.58)
+    tail = summarize(operating_curve(np.r_[np.linspace(0.4, 0.6, 60), np.linspace(5, 10, 40)], np.ones(100, bool)),
+                     model="m", attack="tail")
+    step = summarize(operating_curve(np.linspace(0.5, 0.7, 100), np.ones(100, bool)), model="m", attack="step")
+    assert tail.d_half_empirical < step.d_half_empirical and tail.d_half_fit > step.d_half_fit  # the premise
+    (row,) = table_rows([step, tail])
+    assert row.attack_white == "tail" and row.d_half_empirical_white == tail.d_half_empirical
+    assert row.d_half_white == tail.d_half_fit and row.r2_white == tail.r2
 
 
 def test_degenerate_summaries_render(tmp_path):
@@ -93,7 +110,7 @@ def test_degenerate_summaries_render(tmp_path):
     allmis = summarize(operating_curve([0.0], [True], [True]), model="m2", attack="a")
     files = write_report(tmp_path, [none, allmis], {}, [])
     md = files.table_md.read_text()
-    assert "| m | – | 100.0 | ∞ | – |" in md and "| m2 | – | 0.0 | – | – |" in md
+    assert "| m | – | 100.0 | ∞ | – | ∞ / – |" in md and "| m2 | – | 0.0 | – | – | – / – |" in md
     assert files.curves == {} and "<img" not in files.html.read_text()
 
 
@@ -199,7 +216,7 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert attrs["img-total"] == "7" and attrs["img-ok"] == "7"
     sizes = attrs["img-sizes"].split(",")
     assert sizes.count("640x420") == 3 and sizes.count("32x24") == 4
-    assert attrs["table-rows"] == "2" and attrs["table-cols"] == "7" and int(attrs["table-height"]) > 40
+    assert attrs["table-rows"] == "2" and attrs["table-cols"] == "8" and int(attrs["table-height"]) > 40
     assert attrs["first-cell"] == "resnet50"
     # at 1400 px the per-attack table fits its column (wrapping, or scrolling inside its box)
     assert int(attrs["detail-right"]) <= int(attrs["detail-box-right"]) + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import signal
@@ -99,6 +100,17 @@ def test_complete_run(reference, image_set):
     with open(res.results_csv, newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     assert (res.run_dir / "settings.json").is_file() and (res.run_dir / "summary.json").is_file()
+    # summary.json: the old keys, plus Table 6.2 (empirical d½ first) and the fit conventions
+    js = json.loads((res.run_dir / "summary.json").read_text())
+    assert {"summaries", "params_millions", "jobs", "table"} <= set(js)
+    (trow,) = js["table"]
+    assert trow["model"] == TINY
+    assert trow["d_half_empirical_white"] == pytest.approx(res.table[0].d_half_empirical_white, nan_ok=True)
+    sj = {s["attack"]: s for s in js["summaries"]}["bp"]
+    assert {"d_half_fit", "r2", "d_half_empirical", "lam"} <= set(sj)
+    assert list(sj["fits"]) == ["pinned/breakpoints", "pinned/uniform", "fitted/breakpoints", "fitted/uniform"]
+    if sj["fits"]["pinned/breakpoints"]:
+        assert sj["fits"]["pinned/breakpoints"]["r2"] == pytest.approx(sj["r2"], nan_ok=True)
     # the white-box summary also fits the attack's floats (reference only); black box has none
     by_attack = {s.attack: s for s in res.summaries}
     assert by_attack["bp"].d_half_unquantized > 0 and math.isnan(by_attack["surfree"].d_half_unquantized)

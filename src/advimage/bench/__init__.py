@@ -12,6 +12,7 @@ from .metrics import (
     curve_from_rows,
     effective_distortion,
     empirical_half_distortion,
+    fit_conventions,
     fit_exponential,
     operating_curve,
     success_at,
@@ -26,7 +27,7 @@ from .runner import BenchmarkResult, run_benchmark
 
 __all__ = [
     "ExponentialFit", "OperatingCurve", "RobustnessSummary", "curve_from_rows", "effective_distortion",
-    "empirical_half_distortion", "fit_exponential", "operating_curve", "success_at", "summarize",
+    "empirical_half_distortion", "fit_conventions", "fit_exponential", "operating_curve", "success_at", "summarize",
     "summarize_rows", "unquantized_curve_from_rows", "unquantized_curves", "GalleryItem", "ModelRow", "ReportFiles", "example_item", "table_rows",
     "write_report", "ResultStore", "settings_hash", "BenchmarkResult", "run_benchmark",
 ]

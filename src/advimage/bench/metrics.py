@@ -156,67 +156,158 @@ def unquantized_curve_from_rows(rows: Iterable[Mapping[str, Any]]) -> OperatingC
         return None
 
 
+AMPLITUDES: tuple[str, ...] = ("pinned", "fitted")
+GRIDS: tuple[str, ...] = ("breakpoints", "uniform")
+UNIFORM_POINTS = 200
+
+
 @dataclass(frozen=True)
 class ExponentialFit:
     """Least-squares fit of eq. (6.4) to a curve: ``eta(d) = eta0 exp(-lam d)``.
 
-    eta0: measured clean accuracy (not fitted). lam: decay rate per pixel unit.
+    eta0: the model's amplitude: the measured clean accuracy when ``amplitude == "pinned"``
+    (not fitted), the least-squares value when ``"fitted"``. lam: decay rate per pixel unit.
     d_half: ``ln 2 / lam`` (eq. 6.5), pixel units. r2: coefficient of determination of the
-    fit on the curve's samples.
+    fit on the samples it was fitted to (``grid``). amplitude, grid: the conventions used (see
+    :func:`fit_exponential`). accuracy: the measured eta(0) (equal to eta0 when pinned).
+    n_samples: number of (d, eta) samples fitted.
     """
 
     eta0: float
     lam: float
     d_half: float
     r2: float
+    amplitude: str = "pinned"
+    grid: str = "breakpoints"
+    accuracy: float = float("nan")
+    n_samples: int = 0
 
     def __call__(self, d: ArrayLike) -> np.ndarray:
         """Model accuracy eta(d), same shape as d."""
         return self.eta0 * np.exp(-self.lam * np.asarray(d, dtype=np.float64))
 
+    @property
+    def d_half_crossing(self) -> float:
+        """Distortion where the fitted model reaches half the *measured* accuracy, eta(0)/2.
 
-def fit_exponential(curve: OperatingCurve) -> ExponentialFit:
-    """Fit ``eta(d) = eta(0) exp(-lam d)`` (eq. 6.4) by least squares on the curve's samples.
+        Equal to ``d_half`` when the amplitude is pinned; ``ln(2 eta0 / eta(0)) / lam`` otherwise
+        (``nan`` when undefined, e.g. lam = 0).
+        """
+        if self.amplitude == "pinned" or not (self.accuracy > 0):
+            return self.d_half
+        if not (self.lam > 0 and self.eta0 > 0):
+            return float("nan")
+        return math.log(2.0 * self.eta0 / self.accuracy) / self.lam
 
-    ``eta(0)`` is the measured accuracy; only ``lam >= 0`` is fitted (initialised by a
-    log-linear fit, refined by scipy's ``curve_fit``). Raises ValueError when eta(0) == 0
-    (nothing left to attack) or when no correctly classified image was fooled (lam = 0,
-    d_1/2 infinite).
+
+def fit_samples(curve: OperatingCurve, grid: str = "breakpoints",
+                n_points: int = UNIFORM_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """The (d, eta) samples a fit uses: ``(K,), (K,)`` float64.
+
+    grid: ``"breakpoints"``: the curve's own samples ``(curve.d, curve.eta)`` (by default 0 and
+        one point per distinct image distortion, so the samples cluster where images do);
+        ``"uniform"``: ``n_points`` equally spaced distortions from 0 to the largest finite
+        effective distortion, eta read exactly from the per-image values (``1 - curve(d)``).
+    """
+    if grid == "breakpoints":
+        return curve.d, curve.eta
+    if grid == "uniform":
+        fin = curve.effective[np.isfinite(curve.effective)]
+        top = float(fin.max()) if fin.size else 0.0
+        if not top > 0:
+            raise ValueError("no finite distortion > 0: a uniform grid of d is undefined")
+        if n_points < 2:
+            raise ValueError(f"a uniform grid needs n_points >= 2, got {n_points}")
+        d = np.linspace(0.0, top, int(n_points))
+        return d, 1.0 - curve(d)
+    raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
+
+
+def fit_exponential(curve: OperatingCurve, *, amplitude: str = "pinned", grid: str = "breakpoints",
+                    n_points: int = UNIFORM_POINTS) -> ExponentialFit:
+    """Fit ``eta(d) = eta0 exp(-lam d)`` (eq. 6.4) by least squares.
+
+    The default (``amplitude="pinned", grid="breakpoints"``) is RoBIC's: ``eta0`` is the
+    measured accuracy eta(0) and only ``lam >= 0`` is fitted, on the curve's samples. The other
+    conventions show how much d_1/2 and R^2 depend on these choices:
+
+    amplitude: ``"pinned"`` (eta0 = eta(0)) or ``"fitted"`` (eta0 >= 0 fitted with lam).
+    grid: ``"breakpoints"`` (the curve's samples) or ``"uniform"`` (``n_points`` distortions
+        from 0 to the largest finite one), see :func:`fit_samples`. R^2 is computed on the
+        same samples.
+
+    lam is initialised by a log-linear fit and refined by scipy's ``curve_fit``. Raises
+    ValueError for an unknown convention, when eta(0) == 0 (nothing left to attack) or when
+    no correctly classified image was fooled (lam = 0, d_1/2 infinite).
     """
     from scipy.optimize import curve_fit, minimize_scalar
 
-    eta0 = curve.accuracy
-    if eta0 <= 0.0:
+    if amplitude not in AMPLITUDES:
+        raise ValueError(f"unknown amplitude {amplitude!r}; valid: {', '.join(AMPLITUDES)}")
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
+    acc = curve.accuracy
+    if acc <= 0.0:
         raise ValueError("accuracy eta(0) is 0: every original is misclassified, so no attack "
                          "was needed and d_1/2 is undefined")
     fooled = np.isfinite(curve.effective) & (curve.effective > 0)
     if not fooled.any():
         raise ValueError("no correctly classified image was fooled: eta(d) is constant, "
                          "lambda = 0 and d_1/2 is infinite")
-    d, eta = curve.d, curve.eta
+    d, eta = fit_samples(curve, grid, n_points)
     pos = eta > 0
-    # log-linear start: log(eta/eta0) = -lam d, through the origin
-    x, y = d[pos], np.log(eta[pos] / eta0)
+    # log-linear start: log(eta/acc) = -lam d, through the origin
+    x, y = d[pos], np.log(eta[pos] / acc)
     lam0 = float(-(x @ y) / (x @ x)) if (x @ x) > 0 else 1.0 / float(np.median(curve.effective[fooled]))
     lam0 = max(lam0, 1e-12)
     scale = 1.0 / lam0  # fit in units of the initial guess for good conditioning
 
-    def model(dd: np.ndarray, k: float) -> np.ndarray:
-        return eta0 * np.exp(-k * dd / scale)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            (k,), _ = curve_fit(model, d, eta, p0=[1.0], bounds=(0.0, np.inf))
-        except RuntimeError:  # no convergence: bounded 1-D search of the same objective
-            k = minimize_scalar(lambda k: float(np.sum((eta - model(d, k)) ** 2)),
-                                bounds=(0.0, 1e3), method="bounded").x
+        if amplitude == "pinned":
+            def model(dd: np.ndarray, k: float) -> np.ndarray:
+                return acc * np.exp(-k * dd / scale)
+
+            try:
+                (k,), _ = curve_fit(model, d, eta, p0=[1.0], bounds=(0.0, np.inf))
+            except RuntimeError:  # no convergence: bounded 1-D search of the same objective
+                k = minimize_scalar(lambda k: float(np.sum((eta - model(d, k)) ** 2)),
+                                    bounds=(0.0, 1e3), method="bounded").x
+            eta0 = acc
+        else:
+            def model2(dd: np.ndarray, a: float, k: float) -> np.ndarray:
+                return a * np.exp(-k * dd / scale)
+
+            try:
+                (eta0, k), _ = curve_fit(model2, d, eta, p0=[acc, 1.0], bounds=([0.0, 0.0], [np.inf, np.inf]))
+            except RuntimeError:  # no convergence: for each k the best amplitude is closed form
+                def best_a(k: float) -> float:
+                    g = np.exp(-k * d / scale)
+                    return float(max(0.0, (g @ eta) / (g @ g)))
+
+                k = minimize_scalar(lambda k: float(np.sum((eta - model2(d, best_a(k), k)) ** 2)),
+                                    bounds=(0.0, 1e3), method="bounded").x
+                eta0 = best_a(k)
     lam = float(k) / scale
+    eta0 = float(eta0)
     ss_res = float(np.sum((eta - eta0 * np.exp(-lam * d)) ** 2))
     ss_tot = float(np.sum((eta - eta.mean()) ** 2))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
     d_half = math.log(2.0) / lam if lam > 0 else float("inf")
-    return ExponentialFit(eta0=eta0, lam=lam, d_half=d_half, r2=r2)
+    return ExponentialFit(eta0=eta0, lam=lam, d_half=d_half, r2=r2, amplitude=amplitude, grid=grid,
+                          accuracy=acc, n_samples=int(d.size))
+
+
+def fit_conventions(curve: OperatingCurve, n_points: int = UNIFORM_POINTS) -> dict[str, ExponentialFit | None]:
+    """The four fits ``{"<amplitude>/<grid>": fit}`` (None where the fit is undefined), default first."""
+    out: dict[str, ExponentialFit | None] = {}
+    for a in AMPLITUDES:
+        for g in GRIDS:
+            try:
+                out[f"{a}/{g}"] = fit_exponential(curve, amplitude=a, grid=g, n_points=n_points)
+            except ValueError:
+                out[f"{a}/{g}"] = None
+    return out
 
 
 def empirical_half_distortion(curve: OperatingCurve) -> float:
@@ -259,6 +350,9 @@ class RobustnessSummary:
     seconds_per_image: mean attack time or None. note: why a value is undefined, else "".
     d_half_unquantized, r2_unquantized: the same fit on the attack's float output before
     quantization (:func:`unquantized_curve_from_rows`), for reference only; nan when unknown.
+    fits: the exponential fit under each convention of :func:`fit_conventions`,
+    ``{"<amplitude>/<grid>": {"eta0", "lam", "d_half", "d_half_crossing", "r2"}}`` (empty where
+    the fit is undefined); ``"pinned/breakpoints"`` repeats ``lam``, ``d_half_fit`` and ``r2``.
     """
 
     model: str
@@ -278,6 +372,7 @@ class RobustnessSummary:
     note: str = ""
     d_half_unquantized: float = float("nan")
     r2_unquantized: float = float("nan")
+    fits: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -324,7 +419,14 @@ def summarize(curve: OperatingCurve, *, model: str = "", attack: str = "", quant
         d_half_empirical=empirical_half_distortion(curve), success_at=success_at(curve, budgets),
         n_fooled=int(np.sum(np.isfinite(e) & (e > 0))), n_failed=int(np.sum(np.isinf(e))),
         n_errors=n_errors, seconds_per_image=seconds_per_image, note=note,
-        d_half_unquantized=d_half_u, r2_unquantized=r2_u)
+        d_half_unquantized=d_half_u, r2_unquantized=r2_u, fits=_fit_table(curve))
+
+
+def _fit_table(curve: OperatingCurve) -> dict[str, dict[str, float]]:
+    """:func:`fit_conventions` as plain numbers (``{}`` for an undefined fit)."""
+    return {k: {} if f is None else {"eta0": f.eta0, "lam": f.lam, "d_half": f.d_half,
+                                      "d_half_crossing": f.d_half_crossing, "r2": f.r2}
+            for k, f in fit_conventions(curve).items()}
 
 
 def summarize_rows(rows: Iterable[Mapping[str, Any]], *,

@@ -41,8 +41,11 @@ ImageSource = Union[bytes, str, os.PathLike]
 class ModelRow:
     """One line of Table 6.2; distortions in pixel units, accuracy in [0, 1].
 
-    The d_1/2 of a side is the worst case (smallest) over that side's attacks and quantizers;
-    ``attack_*``, ``r2_*`` and ``seconds_*`` belong to that worst-case attack.
+    Each side (white / black box) reports its worst-case attack and quantizer: the smallest
+    *empirical* d_1/2 (where the measured eta crosses eta(0)/2, the primary number), ties broken
+    by the fitted one. ``d_half_empirical_*`` is that attack's empirical d_1/2; ``d_half_*`` its
+    fitted ``ln 2 / lambda`` (eq. 6.5, the name kept for compatibility); ``attack_*``, ``r2_*``
+    and ``seconds_*`` belong to the same attack.
     """
 
     model: str
@@ -57,6 +60,8 @@ class ModelRow:
     r2_black: float | None = None
     seconds_white: float | None = None
     seconds_black: float | None = None
+    d_half_empirical_white: float | None = None
+    d_half_empirical_black: float | None = None
 
 
 def table_rows(summaries: Iterable[RobustnessSummary], *,
@@ -65,6 +70,7 @@ def table_rows(summaries: Iterable[RobustnessSummary], *,
     """Fold summaries into one :class:`ModelRow` per model (order of first appearance).
 
     An attack is black box when its name is in ``black_box_attacks``, white box otherwise.
+    The worst case of a side is the attack with the smallest empirical d_1/2 (see :class:`ModelRow`).
     """
     by_model: dict[str, list[RobustnessSummary]] = {}
     for s in summaries:
@@ -74,8 +80,9 @@ def table_rows(summaries: Iterable[RobustnessSummary], *,
         ref = max(ss, key=lambda s: s.n_images)
         side: dict[str, RobustnessSummary | None] = {}
         for name, black in (("white", False), ("black", True)):
-            cand = [s for s in ss if (s.attack in black_box_attacks) == black and not math.isnan(s.d_half_fit)]
-            side[name] = min(cand, key=lambda s: s.d_half_fit) if cand else None
+            cand = [s for s in ss if (s.attack in black_box_attacks) == black
+                    and not (math.isnan(s.d_half_empirical) and math.isnan(s.d_half_fit))]
+            side[name] = min(cand, key=_worst_key) if cand else None
         w, b = side["white"], side["black"]
         out.append(ModelRow(
             model=model, params_millions=(params_millions or {}).get(model),
@@ -83,8 +90,15 @@ def table_rows(summaries: Iterable[RobustnessSummary], *,
             d_half_white=_get(w, "d_half_fit"), d_half_black=_get(b, "d_half_fit"),
             attack_white=None if w is None else _label(w), attack_black=None if b is None else _label(b),
             r2_white=_get(w, "r2"), r2_black=_get(b, "r2"),
-            seconds_white=_get(w, "seconds_per_image"), seconds_black=_get(b, "seconds_per_image")))
+            seconds_white=_get(w, "seconds_per_image"), seconds_black=_get(b, "seconds_per_image"),
+            d_half_empirical_white=_get(w, "d_half_empirical"), d_half_empirical_black=_get(b, "d_half_empirical")))
     return out
+
+
+def _worst_key(s: RobustnessSummary) -> tuple[float, float]:
+    """Sort key of the worst case: empirical d_1/2, then fitted (nan sorts last)."""
+    nan_last = lambda x: math.inf if math.isnan(x) else x  # noqa: E731
+    return (nan_last(s.d_half_empirical), nan_last(s.d_half_fit))
 
 
 def _get(s: RobustnessSummary | None, attr: str) -> float | None:
@@ -114,18 +128,24 @@ def _pair(a: float | None, b: float | None, fmt: str) -> str:
     return f"{_num(a, fmt)} / {_num(b, fmt)}"
 
 
-TABLE_HEADER = ("Model", "Parameters (millions)", "Accuracy η(0) (%)", "d½ white box",
-                "d½ black box", "R² (white / black)", "s/image (white / black)")
+TABLE_HEADER = ("Model", "Parameters (millions)", "Accuracy η(0) (%)", "d½ empirical, white box",
+                "d½ empirical, black box", "d½ fit (white / black)", "R² of fit (white / black)",
+                "s/image (white / black)")
 
 
 def _table_cells(r: ModelRow) -> list[str]:
     return [r.model, _num(r.params_millions, ".2f"), _num(100 * r.accuracy, ".1f"),
-            _d(r.d_half_white), _d(r.d_half_black), _pair(r.r2_white, r.r2_black, ".3f"),
+            _d(r.d_half_empirical_white), _d(r.d_half_empirical_black),
+            f"{_d(r.d_half_white)} / {_d(r.d_half_black)}", _pair(r.r2_white, r.r2_black, ".3f"),
             _pair(r.seconds_white, r.seconds_black, ".3g")]
 
 
 def table_markdown(rows: Sequence[ModelRow]) -> str:
-    """Table 6.2 as a GitHub Markdown table (d½ in pixel units, eq. 6.2 and 6.5)."""
+    """Table 6.2 as a GitHub Markdown table (d½ in pixel units, eq. 6.2 and 6.5).
+
+    The empirical d½ (where the measured accuracy crosses η(0)/2) comes first; the fitted
+    ``ln 2 / λ`` of eq. (6.4)-(6.5) and its R² follow.
+    """
     esc = lambda c: c.replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(TABLE_HEADER) + " |",
              "|" + "|".join(["---"] + ["--:"] * (len(TABLE_HEADER) - 1)) + "|"]
@@ -134,7 +154,8 @@ def table_markdown(rows: Sequence[ModelRow]) -> str:
 
 
 CSV_FIELDS = ("model", "params_millions", "accuracy", "n_images", "d_half_white", "d_half_black",
-              "attack_white", "attack_black", "r2_white", "r2_black", "seconds_white", "seconds_black")
+              "attack_white", "attack_black", "r2_white", "r2_black", "seconds_white", "seconds_black",
+              "d_half_empirical_white", "d_half_empirical_black")
 
 
 def write_table(rows: Sequence[ModelRow], out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -195,7 +216,7 @@ def plot_curves(entries: Sequence[tuple[RobustnessSummary, OperatingCurve]], pat
         color = f"C{i % 10}"
         d = np.append(c.d, x_max) if c.d[-1] < x_max else c.d
         p = np.append(c.p, c.p[-1]) if c.d[-1] < x_max else c.p
-        label = f"{_label(s)}: d½={_d(s.d_half_fit)}, R²={_num(s.r2, '.3f')}"
+        label = f"{_label(s)}: d½ {_d(s.d_half_empirical)} (empirical), fit d½={_d(s.d_half_fit)}, R²={_num(s.r2, '.3f')}"
         ax.step(d, p, where="post", color=color, lw=1.8, label=label)
         if s.lam > 0 and math.isfinite(s.lam):
             ax.plot(xs, 1 - s.accuracy * np.exp(-s.lam * xs), "--", color=color, lw=1.0)
@@ -417,15 +438,17 @@ def write_report(run_dir: str | os.PathLike, summaries: Sequence[RobustnessSumma
              f'<p class="note">Run directory <code>{html.escape(Path(run_dir).name)}</code>, '
              f"generated {html.escape(time.strftime('%Y-%m-%d %H:%M:%S'))}. Distortion d is eq. (6.2): "
              "‖x<sub>a</sub> − x<sub>o</sub>‖<sub>2</sub>/√n in pixel units [0, 255]; "
-             "d½ = ln2/λ from the fit η(d) = η(0)e<sup>−λd</sup> (eq. 6.4–6.5).</p>",
+             "d½ empirical: where the measured accuracy η(d) crosses η(0)/2 (the primary number); "
+             "d½ fit = ln2/λ from the fit η(d) = η(0)e<sup>−λd</sup> (eq. 6.4–6.5) on the curve's "
+             "breakpoints, with its R².</p>",
              "<h2>Summary (Table 6.2 layout)</h2>",
              _html_table("summary", TABLE_HEADER, (_table_cells(r) for r in rows))]
     budgets = sorted({b for s in summaries for b in s.success_at})
-    detail_head = ("Model", "Attack", "Quantizer", "Images", "η(0) %", "λ", "d½ fit", "R²", "d½ empirical",
+    detail_head = ("Model", "Attack", "Quantizer", "Images", "η(0) %", "d½ empirical", "d½ fit", "R²", "λ",
                    *(f"P({b:g})" for b in budgets), "fooled", "failed", "errors", "s/image",
                    "d½ / R² of floats before quantization", "note")
     detail = ([s.model, s.attack, s.quantizer, str(s.n_images), _num(100 * s.accuracy, ".1f"),
-               _num(s.lam, ".3g"), _d(s.d_half_fit), _num(s.r2, ".3f"), _d(s.d_half_empirical),
+               _d(s.d_half_empirical), _d(s.d_half_fit), _num(s.r2, ".3f"), _num(s.lam, ".3g"),
                *(_num(s.success_at.get(b), ".3f") for b in budgets), str(s.n_fooled), str(s.n_failed),
                str(s.n_errors), _num(s.seconds_per_image, ".3g"),
                f"{_d(s.d_half_unquantized)} / {_num(s.r2_unquantized, '.3f')}", s.note] for s in summaries)

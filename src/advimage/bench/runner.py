@@ -525,7 +525,8 @@ def _finish(run_dir: Path, jobs: list[Job], rows: list[dict[str, Any]], params: 
     table = table_rows(summaries, black_box_attacks=black, params_millions=params)
     (run_dir / "summary.json").write_text(json.dumps(
         {"summaries": [s.to_dict() for s in summaries], "params_millions": params,
-         "jobs": [j.settings for j in jobs]}, indent=2, default=_json_default) + "\n")
+         "jobs": [j.settings for j in jobs], "table": [dataclasses.asdict(r) for r in table]},
+        indent=2, default=_json_default) + "\n")
     return BenchmarkResult(run_dir=run_dir, jobs=jobs, rows=rows, summaries=summaries, curves=curves, table=table,
                            markdown=files.table_md.read_text(encoding="utf-8"), report=files,
                            results_csv=results_csv, params_millions=params, computed=computed,
