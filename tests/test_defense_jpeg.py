@@ -193,11 +193,12 @@ def test_float_reformer_keeps_floats():
     from advimage.defenses.jpeg import jpeg_float
 
     g = torch.Generator().manual_seed(0)
-    x = (torch.rand(1, 3, 16, 16, generator=g) * 200 + 20).double()
+    x = (torch.rand(1, 3, 16, 16, generator=g) * 200 + 20).round().double()
     out = jpeg_float(x, 100)
     assert not torch.equal(out, out.round())
     assert float((out - x).abs().max()) < 3  # quality 100: steps of 1 on orthonormal coefficients
-    assert not torch.equal(jpeg_float(x + 0.3, 100), out)  # jpeg_compress would round x + 0.3 back to x
+    assert not torch.equal(jpeg_float(x + 0.3, 100), out)
+    assert torch.equal(jpeg_compress(x + 0.3, 100), jpeg_compress(x, 100))  # the real one rounds it away
     with pytest.raises(ValueError, match="quality"):
         jpeg_float(x, 0)
     with pytest.raises(ValueError, match="expected"):
