@@ -14,7 +14,11 @@ measures, per reformer quality q:
 (c) the adversarial loss L (the logit margin of :func:`advimage.losses.adversarial_loss`;
     negative = adversarial) of x0, x_adv, J(x0), J(x_adv), and the first-order prediction
     L(J(x0)) + <grad L(J(x0)), Delta> with its two parts, next to <grad L(J(x0)), delta> (what
-    delta would do if it went through whole);
+    delta would do if it went through whole). Exactly, J(x_adv) = x_adv + n0 + (Delta - delta)
+    with n0 = J(x0) - x0 the reformer's own noise on the original, so L(J(x0) + delta) splits
+    the change L(J(x_adv)) - L(x_adv) into the reformer's own noise (L(J(x0) + delta) - L(x_adv))
+    and what happens to delta (L(J(x_adv)) - L(J(x0) + delta)); the largest change over the
+    images is the margin a file would have needed;
 (d) accuracy behind reformers that differ in where rounding happens: ``libjpeg`` (the real
     round trip: round the input to 8 bits, Pillow 4:4:4, decode to uint8), ``libjpeg420``
     (the same with Pillow's default 4:2:0 chroma subsampling), ``float``
@@ -155,6 +159,7 @@ def analyse(model, x0u: Tensor, y: Tensor, inputs: dict[str, Tensor], attacked: 
             for kind, x in inputs.items():
                 jx = reform(r, x, q)
                 l_jx, _ = loss_and_grad(model, jx, y)
+                l_j0_delta, _ = loss_and_grad(model, j0 + (x - x0), y)
                 with torch.no_grad():
                     acc[kind][key] = float((model(jx).argmax(1) == y).float().mean())
                 delta, big = x - x0, jx - j0
@@ -162,7 +167,7 @@ def analyse(model, x0u: Tensor, y: Tensor, inputs: dict[str, Tensor], attacked: 
                 rec = {
                     "d_reformer_x0": d_j0, "d_adv": distortion(x, x0), "d_reformed_adv": distortion(jx, x0),
                     "retained": dot(big, delta) / nd2, "norm_ratio": dot(big, big).sqrt() / nd2.sqrt(),
-                    "L_x0": l_x0, "L_adv": l_in[kind], "L_J_x0": l_j0, "L_J_adv": l_jx,
+                    "L_x0": l_x0, "L_adv": l_in[kind], "L_J_x0": l_j0, "L_J_adv": l_jx, "L_J_x0_plus_delta": l_j0_delta,
                     "g_Delta": dot(g_j0, big), "g_delta": dot(g_j0, delta), "g0_delta": dot(g_x0, delta),
                 }
                 rec["first_order"] = rec["L_J_x0"] + rec["g_Delta"]
@@ -197,16 +202,18 @@ def tables(run: dict, qualities: tuple[int, ...]) -> str:
     lines += ["", "(c): adversarial loss L (logit margin, < 0 = adversarial), means over attacked images; "
               "g = ∇L(J(x0)), g0 = ∇L(x0)", "",
               "| input | reformer | q | L(x0) | L(x_adv) | ⟨g0,δ⟩ | L(J(x0)) | L(J(x_adv)) | "
-              "L(J(x0)) + ⟨g,Δ⟩ | ⟨g,Δ⟩ | ⟨g,δ⟩ | J(x_adv) adversarial |", "|---|---|--:|" + "--:|" * 9]
+              "L(J(x0)) + ⟨g,Δ⟩ | ⟨g,Δ⟩ | ⟨g,δ⟩ | L(J(x0) + δ) | max L(J(x_adv)) − L(x_adv) | "
+              "J(x_adv) adversarial |", "|---|---|--:|" + "--:|" * 11]
     for kind in ("png", "floats"):
         for q in qualities:
             for r in REFORMERS:
                 p = pi[f"{kind}/{r}@{q}"]
                 adv = sum(v < 0 for v in p["L_J_adv"])
+                shift = max(a - b for a, b in zip(p["L_J_adv"], p["L_adv"]))
                 lines.append(f"| {kind} | {r} | {q} | {mean(p['L_x0']):.2f} | {mean(p['L_adv']):.2f} | "
                              f"{mean(p['g0_delta']):.2f} | {mean(p['L_J_x0']):.2f} | {mean(p['L_J_adv']):.2f} | "
                              f"{mean(p['first_order']):.2f} | {mean(p['g_Delta']):.2f} | {mean(p['g_delta']):.2f} | "
-                             f"{adv}/{len(p['L_J_adv'])} |")
+                             f"{mean(p['L_J_x0_plus_delta']):.2f} | {shift:.2f} | {adv}/{len(p['L_J_adv'])} |")
     cols = [f"{r}@{q}" for q in qualities for r in REFORMERS] + ["resize8bit"]
     lines += ["", "(d), (e): accuracy (%) behind each reformer, all images (Table 7.2 style)", "",
               "| input | none | " + " | ".join(cols) + " |", "|---|--:|" + "--:|" * len(cols)]
