@@ -130,3 +130,76 @@ def test_jpeg_quantized_adversarials_survive_same_quality(setup):
     with torch.no_grad():
         survived = is_adversarial(JpegDefense(model, quality=75)(r.pixels), y)
     assert survived[r.success].float().mean() >= 0.75
+
+
+@pytest.fixture(scope="module")
+def chelsea_jpeg(tmp_path_factory):
+    """skimage's chelsea (300x451, not a multiple of 8), and per quality: libjpeg's file (Pillow's
+    4:4:4 encoder) decoded by jpeglib, and its DCT coefficients read by jpeglib."""
+    import jpeglib
+    import numpy as np
+
+    from advimage.codec import encode_jpeg
+
+    skdata = pytest.importorskip("skimage.data")
+    img = skdata.chelsea()
+    x = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    out = {}
+    for q in (100, 90, 75):
+        path = tmp_path_factory.mktemp("jpg") / f"chelsea{q}.jpg"
+        path.write_bytes(encode_jpeg(x, q))
+        pixels = torch.from_numpy(jpeglib.read_spatial(str(path)).spatial.astype(np.float64)).permute(2, 0, 1)
+        d = jpeglib.read_dct(str(path))
+        coeffs = torch.from_numpy(np.stack([d.Y, d.Cb, d.Cr]).astype(np.float64))
+        out[q] = (pixels[None], coeffs[None])
+    return x[None].double(), out
+
+
+@pytest.mark.parametrize("quality", [100, 90, 75])
+def test_float_reformer_decoder_matches_libjpeg(chelsea_jpeg, quality):
+    """The float inverse (dequantize, inverse DCT, YCbCr -> RGB, no rounding) of libjpeg's own
+    coefficients, rounded, is within one level of jpeglib's decode on over 99% of the pixels."""
+    from advimage.jpeg.transform import from_dct
+
+    x, files = chelsea_jpeg
+    ref, coeffs = files[quality]
+    ours = from_dct(coeffs, quality, tuple(x.shape[-2:])).round().clamp(0, 255)
+    diff = (ours - ref).abs()
+    assert float((diff <= 1).double().mean()) > 0.99
+    assert float(diff.max()) <= 2
+
+
+@pytest.mark.parametrize("quality", [100, 90, 75])
+def test_float_reformer_against_libjpeg_round_trip(chelsea_jpeg, quality):
+    """End to end, the float reformer distorts the photo as much as libjpeg's round trip (within
+    10%) and lands near it (RMSE < 1.5 levels, most pixels within one level)."""
+    from advimage.defenses.jpeg import jpeg_float
+    from advimage.distortion import distortion
+
+    x, files = chelsea_jpeg
+    ref, _ = files[quality]
+    out = jpeg_float(x, quality)
+    d_float, d_lib = float(distortion(out, x)[0]), float(distortion(ref, x)[0])
+    assert abs(d_float - d_lib) < 0.1 * d_lib
+    assert float(distortion(out, ref)[0]) < 1.5
+    assert float(((out.round().clamp(0, 255) - ref).abs() <= 1).double().mean()) > 0.85
+    rounded = jpeg_float(x, quality, rounded=True)
+    assert torch.equal(rounded, out.round().clamp(0, 255))
+
+
+def test_float_reformer_keeps_floats():
+    """No rounding or clipping: a sub-level change of the input moves the output (quality 100),
+    and the output is not integral; bad shapes and qualities are refused."""
+    from advimage.defenses.jpeg import jpeg_float
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(1, 3, 16, 16, generator=g) * 200 + 20).round().double()
+    out = jpeg_float(x, 100)
+    assert not torch.equal(out, out.round())
+    assert float((out - x).abs().max()) < 3  # quality 100: steps of 1 on orthonormal coefficients
+    assert not torch.equal(jpeg_float(x + 0.3, 100), out)
+    assert torch.equal(jpeg_compress(x + 0.3, 100), jpeg_compress(x, 100))  # the real one rounds it away
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_float(x, 0)
+    with pytest.raises(ValueError, match="expected"):
+        jpeg_float(x[:, :2], 90)
