@@ -41,7 +41,7 @@ def _pixels(path):
 
 
 @pytest.mark.parametrize("quantizer,suffix", [("smart", ".png"), ("round", ".png"), ("jpeg", ".jpg"), ("hill", ".png"),
-                                             ("gina", ".png")])
+                                             ("gina", ".png"), ("scaled", ".png")])
 def test_model_size_writes_verified_files(image_set, tmp_path, tiny_registered, capsys, quantizer, suffix):
     from advimage.images import load_for_model
     from advimage.models import get
