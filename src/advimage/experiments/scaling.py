@@ -42,6 +42,8 @@ from ..resize import DOWNSCALERS
 
 BASE_SIZE = 600
 ENSEMBLES = ("ens-avg", "ens-worst", "ens-max")
+#: quantizers whose files are 8-bit PNGs (choices of ``--quantize``)
+PNG_QUANTIZERS = ("smart", "scaled", "smart-prune", "scaled-prune")
 LABELS = {"nearest": "Near", "bilinear": "Bil", "bicubic": "Bic", "area": "Area", "bilag": "BilAg",
           "bilg": "BilG", "ens-avg": "Ens-Avg", "ens-worst": "Ens-Worst", "ens-max": "Ens-Max"}
 TABLE92_ORDER = ("bilinear", "bicubic", "area", "nearest", "bilg", "bilag")  # the thesis's column order
@@ -138,9 +140,10 @@ class AttackRow:
     error: str | None = None
 
 
-def engine_settings(config: str, steps: int, seed: int) -> Settings:
-    """The engine's settings of an attack config (a downscaler name or an ``ens-*`` ensemble)."""
-    common = dict(attack="bp", steps=steps, quantizers=("none", "smart"), size="native", victim="pil",
+def engine_settings(config: str, steps: int, seed: int, quantizer: str = "smart") -> Settings:
+    """The engine's settings of an attack config (a downscaler name or an ``ens-*`` ensemble); the
+    floats and the files of ``quantizer`` (a PNG quantizer) are both kept."""
+    common = dict(attack="bp", steps=steps, quantizers=("none", quantizer), size="native", victim="pil",
                   crop_pct=1.0, seed=seed)
     if config in ENSEMBLES:
         return Settings(ensemble=config[len("ens-"):], **common)
@@ -168,11 +171,12 @@ def load_rows(out: Path, config: str) -> list[AttackRow]:
 
 
 def attack_config(model: Any, panel: MemberPanel, bases: list[ImageItem], out: Path, config: str, *, steps: int,
-                  seed: int, batch_size: int, bar: Any = None, task: Any = None) -> list[AttackRow]:
+                  seed: int, batch_size: int, bar: Any = None, task: Any = None,
+                  quantizer: str = "smart") -> list[AttackRow]:
     """Attack the base images not yet in ``attacks/<config>/rows.jsonl``; append their rows."""
     from ..engine import attacked_model
 
-    settings = engine_settings(config, steps, seed)
+    settings = engine_settings(config, steps, seed, quantizer)
     folder = out / "attacks" / config
     folder.mkdir(parents=True, exist_ok=True)
     done = {r.image for r in load_rows(out, config)}
@@ -225,7 +229,7 @@ def _attack_row(model: Any, panel: MemberPanel, item: ImageItem, floats: Any, pn
 def run_configs(images: list[str], out: Path, configs: list[str], *, model_name: str = "efficientnet_lite0",
                 steps: int = 50, limit: int | None = 100, seed: int = 0, batch_size: int = 4,
                 device: str | None = None, progress: bool = True,
-                base_size: int = BASE_SIZE) -> dict[str, list[AttackRow]]:
+                base_size: int = BASE_SIZE, quantizer: str = "smart") -> dict[str, list[AttackRow]]:
     """Base images (``base_size``², 600 in the thesis) of the first ``limit`` images, then every
     attack config (resumable)."""
     from ..models import load_model
@@ -241,11 +245,12 @@ def run_configs(images: list[str], out: Path, configs: list[str], *, model_name:
         for config in configs:
             task = bar.add_task(f"{model_name} · attack through {config}", total=len(bases), status="")
             rows = attack_config(model, panel, bases, out, config, steps=steps, seed=seed, batch_size=batch_size,
-                                 bar=bar, task=task)
+                                 bar=bar, task=task, quantizer=quantizer)
             names = {b.path.name for b in bases}
             result[config] = [r for r in rows if r.image in names]  # this run's images only
     (out / "settings.json").write_text(json.dumps({"model": model_name, "steps": steps, "limit": limit,
-                                                   "seed": seed, "base_size": base_size, "configs": configs},
+                                                   "seed": seed, "base_size": base_size, "configs": configs,
+                                                   "quantizer": quantizer},
                                                   indent=2))
     return result
 
@@ -509,6 +514,8 @@ def _common(p: argparse.ArgumentParser, limit: int) -> None:
                    "scaling subcommands so that they reuse each other's attacks)")
     p.add_argument("--resume", action="store_true", help="continue in a folder that already holds attacks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quantize", default="smart", choices=PNG_QUANTIZERS,
+                   help="quantizer of the PNG files (the floats are kept too)")
 
 
 def add_parsers(experiment_subparsers) -> None:
@@ -542,10 +549,11 @@ def _prepare(args: argparse.Namespace) -> Path:
     settings = out / "settings.json"
     if settings.is_file():
         old = json.loads(settings.read_text())
-        if ((old.get("model"), old.get("steps"), old.get("seed"), old.get("base_size", BASE_SIZE))
-                != (args.model, args.steps, args.seed, args.base_size)):
+        if ((old.get("model"), old.get("steps"), old.get("seed"), old.get("base_size", BASE_SIZE),
+             old.get("quantizer", "smart"))
+                != (args.model, args.steps, args.seed, args.base_size, args.quantize)):
             raise SystemExit(f"advimage: {out} holds attacks of {old.get('model')} (steps {old.get('steps')}, seed "
-                             f"{old.get('seed')}); use another --out for other settings")
+                             f"{old.get('seed')}, quantizer {old.get('quantizer', 'smart')}); use another --out for other settings")
     return out
 
 
@@ -561,7 +569,7 @@ def _run(args: argparse.Namespace, configs: list[str]) -> tuple[Path, dict[str, 
     out = _prepare(args)
     rows = run_configs(args.images, out, configs, model_name=args.model, steps=args.steps, limit=args.limit,
                        seed=args.seed, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-                       base_size=args.base_size)
+                       base_size=args.base_size, quantizer=args.quantize)
     return out, rows
 
 
