@@ -33,7 +33,7 @@ from advimage.distributed import LocalExecutor, ModelRef, RayExecutor, RayOption
 
 
 def units(model: str, items, keys, *, steps: int, batch_size: int, seed: int, ship: bool) -> list[Unit]:
-    job = make_jobs([model], ["bp"], steps=steps, queries=1, df=1, seed=seed)[0]
+    job = make_jobs([model], ["bp"], steps=steps, queries=1, df=1, seed=seed, quantizer="smart")[0]
     out = []
     for b, start in enumerate(range(0, len(items), batch_size)):
         batch = items[start:start + batch_size]

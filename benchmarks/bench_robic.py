@@ -60,7 +60,7 @@ def time_benchmark(items, args, run_dir: Path) -> dict:
 
     t0 = time.perf_counter()
     res = run_benchmark(items, args.model, attacks="bp,surfree", steps=args.steps, queries=args.queries,
-                        seed=0, batch_size=args.batch_size, device=args.device, out=run_dir,
+                        seed=0, batch_size=args.batch_size, device=args.device, out=run_dir, quantizer="smart",
                         progress=not args.quiet)
     wall = time.perf_counter() - t0
     stage = {}

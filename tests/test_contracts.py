@@ -67,7 +67,7 @@ def test_engine_refuses_bad_settings_with_the_valid_names():
     with pytest.raises(TypeError, match="no parameter"):
         Settings(attack="bp", attack_params={"nope": 1})
     with pytest.raises(ValueError, match="quantizer's 1 gradient"):
-        Settings(steps=1)
+        Settings(steps=1, quantizers=("smart",))
 
 
 def test_attack_registry_declares_box_budget_and_settings():

@@ -79,7 +79,7 @@ class Settings:
 
     attack: str = "bp"
     steps: int = 100
-    quantizers: tuple[str, ...] = ("smart",)
+    quantizers: tuple[str, ...] = ("scaled",)
     df: float = 1.0
     quality: int = 90
     target: int | None = None

@@ -5,7 +5,7 @@ For every (model, attack) of a benchmark and every image of the set:
 - everything goes through the engine (:func:`advimage.engine.run_batch`): this module is its
   driver (store, examples, report) and :func:`worker_batch` the pure worker;
 - white box (attacks whose registry entry is not black box): the attack in best-effort mode
-  with a gradient budget ``steps`` shared with the quantizer (smart quantization, §7.2, ``df`` = 1,
+  with a gradient budget ``steps`` shared with the quantizer (scaled rounding of the perturbation,
   by default; any registered quantizer with ``quantizer=``);
 - black box (SurFree): a label-query budget ``queries``; the attack already outputs integers;
 - the file bytes are decoded back with Pillow, and success and distortion (eq. 6.2) are
@@ -156,7 +156,7 @@ def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
 
 
 def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float,
-              seed: int, quantizer: str = "smart", quality: int = 90, size: str = "model",
+              seed: int, quantizer: str = "scaled", quality: int = 90, size: str = "model",
               victim: str = "pil+both", margin: float = 0.0) -> list[Job]:
     """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order.
 
@@ -306,7 +306,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                   df: float = 1, limit: int | None = None, seed: int = 0, batch_size: int = 16,
                   device: str | None = None, out: str | os.PathLike = "runs/bench", resume: bool = False,
                   compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
-                  title: str | None = None, quantizer: str = "smart", quality: int = 90,
+                  title: str | None = None, quantizer: str = "scaled", quality: int = 90,
                   size: str = "model", victim: str = "pil+both", margin: float = 0.0,
                   ray: RayOptions | None = None) -> BenchmarkResult:
     """Benchmark ``models`` against ``attacks`` on an image set; store, summarize and report.

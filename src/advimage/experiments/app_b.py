@@ -50,7 +50,7 @@ def run(images: list[str], students: list[str], out: Path, *, model: str = "effi
     out.mkdir(parents=True, exist_ok=True)
     bench_dir = out / "bench"
     result = run_benchmark(items, specs, attacks=attack, steps=steps, seed=seed, batch_size=batch_size,
-                           device=device, out=bench_dir, resume=resume, gallery=0,
+                           device=device, out=bench_dir, resume=resume, gallery=0, quantizer="smart",
                            progress=progress, title="App. B: teacher vs students")
     by_model = {s.model: s.to_dict() for s in result.summaries}
     rows = rows_from_summaries(by_model, model, [str(Path(s) / "student.safetensors") for s in students])
