@@ -29,6 +29,34 @@ def gamma_schedule(steps: int, gamma_min: float, device: torch.device | None = N
     return torch.linspace(gamma_min, 1.0, steps, device=device)
 
 
+def boundary_step(x: Tensor, origin: Tensor, ghat: Tensor, adv: Tensor, gamma: float | Tensor) -> Tensor:
+    """BP's stage-2 move of the iterate x (N, ...) with respect to the origin (the original image),
+    given the unit normal ĝ (N, ...) of the boundary at x; returns the new iterate.
+
+    adv (N,): where x is adversarial, move on the tangent hyperplane towards the origin to distance
+    γ||δ||, δ = x - origin (or along the normal if the hyperplane is farther); elsewhere move along
+    -ĝ to the sphere of radius ||δ||/γ. The norm is the Euclidean norm of the tensors given, so a
+    change of variables δ = D z gives BP in the metric of z (used by :mod:`advimage.quantize.lattice`).
+    """
+    delta = x - origin
+    norm = delta.flatten(1).norm(dim=1)
+    r = (delta * ghat).flatten(1).sum(dim=1)  # component of δ along the normal
+    # adversarial: on the tangent hyperplane, target norm ε = γ||δ||
+    eps_out = gamma * norm
+    v_star = origin + batch_view(r) * ghat  # projection of the origin on the tangent hyperplane
+    tangent = delta - batch_view(r) * ghat
+    t_norm = tangent.flatten(1).norm(dim=1).clamp_min(1e-12)
+    along = (eps_out.square() - r.square()).clamp_min(0).sqrt()
+    z_plane = v_star + batch_view(along / t_norm) * tangent
+    # if the hyperplane is farther than ε, shrink along the normal instead
+    z_shrink = origin + batch_view(eps_out / r.abs().clamp_min(1e-12) * r) * ghat
+    z_out = torch.where(batch_view(eps_out >= r.abs()), z_plane, z_shrink)
+    # not adversarial: move along -ĝ to the sphere of radius ||δ||/γ
+    eps_in = norm / gamma
+    t = r + (eps_in.square() - norm.square() + r.square()).clamp_min(0).sqrt()
+    z_in = x - batch_view(t) * ghat
+    return torch.where(batch_view(adv), z_out, z_in)
+
 @register("bp")
 def bp(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 100, targeted: bool = False,
        gamma_min: float = 0.7, kappa: float = 0.2) -> AttackResult:
@@ -59,31 +87,9 @@ def bp(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 100, targeted: bo
         if alpha is None:
             # eq. (6.7): the step that cancels the linearized loss in κ iterations
             alpha = (loss.clamp_min(0) / (gnorm * gammas[:k].sum())).clamp_min(1e-3)
-        gamma = gammas[i]
-        delta = xi - x0
-        norm = delta.flatten(1).norm(dim=1)
-        r = (delta * ghat).flatten(1).sum(dim=1)  # component of δ along the normal
-
         # stage 1 (eq. 4.20): descend the loss
-        z1 = xi - batch_view(alpha * gamma) * ghat
-
-        # stage 2, adversarial iterate: on the tangent hyperplane, target norm ε = γ||δ||
-        eps_out = gamma * norm
-        v_star = x0 + batch_view(r) * ghat  # projection of x0 on the tangent hyperplane
-        tangent = delta - batch_view(r) * ghat
-        t_norm = tangent.flatten(1).norm(dim=1).clamp_min(1e-12)
-        along = (eps_out.square() - r.square()).clamp_min(0).sqrt()
-        z_plane = v_star + batch_view(along / t_norm) * tangent
-        # if the hyperplane is farther than ε, shrink along the normal instead
-        z_shrink = x0 + batch_view(eps_out / r.abs().clamp_min(1e-12) * r) * ghat
-        z_out = torch.where(batch_view(eps_out >= r.abs()), z_plane, z_shrink)
-
-        # stage 2, non-adversarial iterate: move along -ĝ to the sphere of radius ||δ||/γ
-        eps_in = norm / gamma
-        t = r + (eps_in.square() - norm.square() + r.square()).clamp_min(0).sqrt()
-        z_in = xi - batch_view(t) * ghat
-
-        z2 = torch.where(batch_view(adv), z_out, z_in)
+        z1 = xi - batch_view(alpha * gammas[i]) * ghat
+        z2 = boundary_step(xi, x0, ghat, adv, gammas[i])
         xi = torch.where(batch_view(ever_adv), z2, z1).clamp(0, 255)
     logits = oracle.logits(xi)
     best.update(xi, oracle.success(logits))

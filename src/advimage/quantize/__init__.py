@@ -17,6 +17,7 @@ from .jpeg import quantize_jpeg  # noqa: E402  (registers "jpeg" after the spati
 from .prune import smart_prune  # noqa: E402,F401  (registers "smart-prune")
 from .stego import quantize_gina  # noqa: E402,F401  (registers "hill", "mipod", "gina")
 from .scaled import quantize_scaled  # noqa: E402  (registers "scaled", "scaled-prune")
+from .lattice import quantize_lattice  # noqa: E402  (registers "lattice")
 
 
 def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) -> QuantizedImages:
@@ -25,5 +26,5 @@ def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) ->
 
 
 __all__ = ["QuantizedImages", "QuantizerSpec", "UnknownQuantizerError", "admissible_bounds", "critical_lambda",
-           "lambda_c", "names", "quantize_at", "quantize_jpeg", "quantize_scaled", "quantize_spatial", "register", "round_pixels", "run",
+           "lambda_c", "names", "quantize_at", "quantize_jpeg", "quantize_lattice", "quantize_scaled", "quantize_spatial", "register", "round_pixels", "run",
            "spec"]

@@ -1,0 +1,115 @@
+"""The lattice-aware quantizer (``lattice``): the integer cost it walks in, BP's step it reuses, and
+verified files within its budget."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from advimage.attacks import get
+from advimage.attacks.bp import boundary_step
+from advimage.quantize import quantize_lattice, quantize_scaled, spec
+from advimage.quantize.lattice import integer_cost, lattice_walk
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(-6, 6)))
+def test_integer_cost_is_the_interpolation_of_the_integer_squares(t):
+    levels = np.arange(0, 8)
+    expected = np.interp(np.abs(t), levels, levels ** 2).sum()  # linear interpolation of k² at the integers
+    got = float(integer_cost(torch.from_numpy(t)[None])[0])
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    k = np.round(t)
+    assert float(integer_cost(torch.from_numpy(k)[None])[0]) == pytest.approx((k ** 2).sum())
+    assert got >= (t ** 2).sum() - 1e-9  # chords of a convex function lie above it
+
+def test_boundary_step_by_hand():
+    """Origin 0, normal e1. Adversarial (1, 1), γ = 0.8: stays on the tangent plane r = 1 at norm 0.8√2,
+    i.e. (1, √0.28). Not adversarial (0, 1), γ = 0.5: moves along -e1 to the sphere of radius 2."""
+    ghat = torch.tensor([[1.0, 0.0]])
+    origin = torch.zeros(1, 2)
+    out = boundary_step(torch.tensor([[1.0, 1.0]]), origin, ghat, torch.tensor([True]), 0.8)
+    assert torch.allclose(out, torch.tensor([[1.0, math.sqrt(0.28)]]), atol=1e-6)
+    inside = boundary_step(torch.tensor([[0.0, 1.0]]), origin, ghat, torch.tensor([False]), 0.5)
+    assert torch.allclose(inside, torch.tensor([[-math.sqrt(3.0), 1.0]]), atol=1e-6)
+    # hyperplane farther than γ||δ||: shrink along the normal, (2, 0.1) -> 0.5 * ||δ|| * e1
+    far = boundary_step(torch.tensor([[2.0, 0.1]]), origin, ghat, torch.tensor([True]), 0.5)
+    assert torch.allclose(far, torch.tensor([[0.5 * math.hypot(2.0, 0.1), 0.0]]), atol=1e-6)
+
+
+def _integer_optimum(w: torch.Tensor, margin: float, x0: torch.Tensor) -> float:
+    """min Σ k² over integer k with w·k >= margin, within [0, 255]: greedy on gain per marginal cost
+    |w_i| / (2|k_i| + 1) (exact for the LP relaxation; the integer optimum is at most one step less)."""
+    w, x0 = w.double().flatten(), x0.double().flatten()
+    k = torch.zeros_like(w)
+    gain = 0.0
+    while gain < margin:
+        up = torch.where(torch.sign(w) >= 0, x0 + k < 255, x0 + k > 0) & (w != 0)
+        eff = torch.where(up, w.abs() / (2 * k.abs() + 1), torch.zeros_like(w))
+        i = int(eff.argmax())
+        k[i] += torch.sign(w[i])
+        gain += float(w[i].abs())
+    return float(k.pow(2).sum())
+
+
+def test_lattice_reaches_the_integer_optimum_of_a_binary_linear_model():
+    """Binary linear model: the cheapest adversarial file is known (greedy, above). The lattice files
+    cost at most one ±1 change more than it, and never more than scaled rounding of the same floats."""
+    from conftest import BinaryLinear
+
+    for seed in range(6):
+        model = BinaryLinear()
+        g = torch.Generator().manual_seed(seed)
+        x0 = torch.randint(60, 196, (1, 3, 8, 8), generator=g).float()
+        model.b.data = (-(x0.flatten(1) @ model.w) + 0.3 + 0.5 * float(torch.rand(1, generator=g)))[0]
+        y = model(x0).argmax(1)
+        res = get("bp")(model, x0, y, steps=40)
+        q = quantize_lattice(model, x0, res.x_adv, y)
+        s = quantize_scaled(model, x0, res.x_adv, y)
+        assert q.success.all() and model(q.pixels.float()).argmax(1).item() != y.item()
+        cost = float((q.pixels.float() - x0).pow(2).sum())
+        logit_margin = float(model(x0)[0, y] - model(x0)[0, 1 - y])
+        w_margin = (model.w if y.item() == 1 else -model.w).view_as(x0)  # d(margin)/dx, so k must go along -w_margin
+        optimum = _integer_optimum(-w_margin, logit_margin, x0)
+        assert optimum <= cost <= optimum + 1
+        assert cost <= float((s.pixels.float() - x0).pow(2).sum())
+
+
+def test_lattice_files_are_adversarial_and_the_budget_is_counted(multiclass_problem):
+    model, x, y = multiclass_problem
+    res = get("bp")(model, x, y, steps=30)
+    q = spec("lattice").run(model, x, res.x_adv, y)
+    assert q.pixels.dtype == torch.uint8 and q.suffix == ".png"
+    ok = q.success
+    assert ok.all()
+    assert ((model(q.pixels.float()).argmax(1) != y) == ok).all()
+    assert (q.gradients == spec("lattice").gradients).all()
+    assert (q.forwards <= 1 + 10 + 10 + 8).all()
+
+
+def test_walk_lowers_the_integer_cost_on_a_cnn(tiny_model):
+    """On a non-linear model the walk keeps adversarial floats of lower Σ f(δ) than BP's."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 32, 32), generator=g).float()
+    y = tiny_model(x).argmax(1)
+    res = get("bp")(tiny_model, x, y, steps=40)
+    walked, oracle = lattice_walk(tiny_model, x, res.x_adv, y, steps=20)
+    ok = res.success
+    assert (tiny_model(walked).argmax(1)[ok] != y[ok]).all()
+    assert (integer_cost(walked - x)[ok] <= integer_cost(res.x_adv - x)[ok]).all()
+    assert (integer_cost(walked - x)[ok] < integer_cost(res.x_adv - x)[ok]).float().mean() >= 0.5
+    assert (oracle.gradients == 20).all()
+
+
+def test_floats_that_never_fool_fall_back_and_errors(multiclass_problem):
+    model, x, y = multiclass_problem
+    q = quantize_lattice(model, x, x, y, walk_steps=3)  # u = 0: no file fools, reported as failures
+    assert not q.success.any()
+    with pytest.raises(ValueError, match="differ in shape"):
+        quantize_lattice(model, x, x[:, :, :8], y)
+    with pytest.raises(ValueError, match="steps"):
+        lattice_walk(model, x, x, y, steps=0)
