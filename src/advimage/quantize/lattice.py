@@ -113,7 +113,9 @@ def quantize_lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
     if isinstance(y, Tensor):
         y = y.to(x0.device)
     walked, walk_oracle = lattice_walk(model, x0, xa, y, targeted=targeted, steps=walk_steps)
-    q = quantize_scaled(model, x0, walked, y, targeted=targeted, steps=steps)
+    # the walked floats sit near the lattice (entries near 0 or ±1): start the scale search at s = 1;
+    # start_scale's quantile of |u| can fall among the near-zero entries and waste the search
+    q = quantize_scaled(model, x0, walked, y, targeted=targeted, steps=steps, start=torch.ones(len(x0)))
     pixels, success = q.pixels.float(), q.success.clone()
     forwards = q.forwards + walk_oracle.forwards
     failed = (~success).nonzero().flatten()

@@ -47,13 +47,14 @@ def start_scale(u: Tensor, quantile: float = START_QUANTILE) -> Tensor:
 
 @torch.no_grad()
 def quantize_scaled(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-                    steps: int = 10, grow: float = 2.0) -> QuantizedImages:
+                    steps: int = 10, grow: float = 2.0, start: Tensor | None = None) -> QuantizedImages:
     """Scaled rounding of ``x_adv - x0`` (module docstring); ``steps`` forward passes in all.
 
     x0: (N, 3, H, W) integral pixels; x_adv: float pixels in [0, 255]. One forward checks x0 (an
     original already adversarial is returned as is); the others search s: start at
     :func:`start_scale`, multiply or divide by ``grow`` until bracketed, then bisect in log s.
-    Where no s works, ``success`` is False and the image of the largest s tried is returned.
+    ``start`` (N,) replaces :func:`start_scale`'s first trial (e.g. 1 for floats already near the
+    lattice). Where no s works, ``success`` is False and the image of the largest s tried is returned.
     ``lam`` holds the s kept. No gradient.
     """
     x0 = _as_pixels(x0, 1.0).round()
@@ -68,7 +69,7 @@ def quantize_scaled(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cri
     oracle = LossOracle(model, y, targeted, max_gradients=0, max_forwards=steps)
     start_adv = oracle.success(oracle.logits(x0))
     u = xa - x0
-    search = BracketSearch(start_scale(u), grow=grow)
+    search = BracketSearch(start_scale(u) if start is None else start.to(x0.device, torch.float32), grow=grow)
     best_s = torch.full((n,), float("nan"), device=x0.device)
     x_best = x0.clone()
     largest = torch.zeros(n, device=x0.device)
