@@ -78,9 +78,11 @@ def test_model_size_writes_verified_files(image_set, tmp_path, tiny_registered, 
         assert [r["status"] for r in rows] == ["fooled", "fooled", "misclassified", "error"]
 
 
-def test_native_size_files_fool_both_real_pipelines(image_set, tmp_path, tiny_registered, capsys):
+@pytest.mark.parametrize("options", [["--steps", "40"], ["--steps", "60", "--quantize", "lattice"]])
+def test_native_size_files_fool_both_real_pipelines(image_set, tmp_path, tiny_registered, capsys, options):
     """Default: the file keeps the original's size and fools the model after torchvision's eval
-    transform on the PIL image (8-bit resize) and on the float tensor."""
+    transform on the PIL image (8-bit resize) and on the float tensor (also with the lattice walk,
+    whose gradients go through both paths)."""
     import torchvision.transforms as T
     import torchvision.transforms.functional as TF
 
@@ -88,7 +90,7 @@ def test_native_size_files_fool_both_real_pipelines(image_set, tmp_path, tiny_re
 
     out = tmp_path / "out"
     main(["attack", str(image_set / "img0.png"), str(image_set / "img2.png"), "--model", tiny_registered,
-          "--steps", "40", "--out", str(out), "--json", "--no-figures"])
+          *options, "--out", str(out), "--json", "--no-figures"])
     rows = json.loads(capsys.readouterr().out)
     model = get(tiny_registered)
     for row in rows:
