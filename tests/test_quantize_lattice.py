@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from advimage.attacks import get
-from advimage.attacks.bp import boundary_step
+from advimage.boundary_walk import boundary_step
 from advimage.quantize import quantize_lattice, quantize_scaled, spec
 from advimage.quantize.lattice import integer_cost, lattice_walk
 
@@ -139,3 +139,14 @@ def test_scale_search_starts_where_told(multiclass_problem):
     q = quantize_scaled(model, x, res.x_adv, y, steps=2, start=torch.full((len(x),), 3.0))
     # one forward checks x0, the only other trial is the start: s = 3 where it fooled the model
     assert torch.equal(q.lam[q.success], torch.full((int(q.success.sum()),), 3.0))
+
+
+def test_auto_default_resolves_by_attack_and_budget():
+    from advimage.engine import Settings
+
+    assert Settings().quantizers == ("lattice",)  # bp, 100 gradients
+    assert Settings(steps=61).quantizers == ("scaled",)  # the attack would keep fewer gradients than the walk
+    assert Settings(steps=62).quantizers == ("lattice",)
+    assert Settings(attack="surfree", steps=5000).quantizers == ("scaled",)  # black box: no gradient
+    assert Settings(quantizers=("smart", "auto"), steps=80).quantizers == ("smart", "lattice")
+    assert Settings(steps=100).attack_steps == 100 - spec("lattice").gradients

@@ -47,6 +47,7 @@ from .criteria import AllPaths, Margin, Misclassification, ScoreBelow, TargetedM
 from .data import ImageItem
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
+from .quantize import AUTO, default_quantizer
 from .quantize import spec as quantizer_spec
 
 SIZES = ("native", "model")
@@ -59,7 +60,8 @@ class Settings:
     """What the engine does to every image (all of it enters :meth:`identity`).
 
     attack: registered attack; steps: its budget (see the module docstring); quantizers: one or
-    more registered quantizers applied to the same attack output (one row each); df, quality:
+    more registered quantizers applied to the same attack output (one row each); ``auto`` (default)
+    becomes :func:`~advimage.quantize.default_quantizer`'s choice for this attack and budget; df, quality:
     quantizer options; target: class index for a targeted attack; size: ``native`` or ``model``;
     victim: native size, the resize the attack and the quantizer go through: ``pil+both``
     (default: the attack through ``pil``, one network pass per step, the quantizer through both
@@ -79,7 +81,7 @@ class Settings:
 
     attack: str = "bp"
     steps: int = 100
-    quantizers: tuple[str, ...] = ("scaled",)
+    quantizers: tuple[str, ...] = (AUTO,)
     df: float = 1.0
     quality: int = 90
     target: int | None = None
@@ -96,6 +98,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         a = attack_spec(self.attack)  # unknown names raise with the valid ones
+        if AUTO in self.quantizers:  # resolved here, so settings and stores record the quantizer used
+            chosen = default_quantizer(a.black_box, self.steps)
+            object.__setattr__(self, "quantizers", tuple(chosen if q == AUTO else q for q in self.quantizers))
         for q in self.quantizers:
             quantizer_spec(q)
         if not self.quantizers:

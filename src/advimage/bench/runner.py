@@ -5,8 +5,8 @@ For every (model, attack) of a benchmark and every image of the set:
 - everything goes through the engine (:func:`advimage.engine.run_batch`): this module is its
   driver (store, examples, report) and :func:`worker_batch` the pure worker;
 - white box (attacks whose registry entry is not black box): the attack in best-effort mode
-  with a gradient budget ``steps`` shared with the quantizer (scaled rounding of the perturbation,
-  by default; any registered quantizer with ``quantizer=``);
+  with a gradient budget ``steps`` shared with the quantizer (``auto`` by default: the lattice walk
+  when the budget allows it, else scaled rounding; any registered quantizer with ``quantizer=``);
 - black box (SurFree): a label-query budget ``queries``; the attack already outputs integers;
 - the file bytes are decoded back with Pillow, and success and distortion (eq. 6.2) are
   measured on the decoded pixels (the file is the truth);
@@ -156,7 +156,7 @@ def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
 
 
 def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float,
-              seed: int, quantizer: str = "scaled", quality: int = 90, size: str = "model",
+              seed: int, quantizer: str = "auto", quality: int = 90, size: str = "model",
               victim: str = "pil+both", margin: float = 0.0) -> list[Job]:
     """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order.
 
@@ -172,7 +172,7 @@ def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, quer
             budget = budget or (queries if black else steps)
             engine = EngineSettings(attack=name, steps=budget, quantizers=(quantizer,), df=df, quality=quality,
                                     size=size, victim=victim, seed=seed, margin=margin)
-            qname = engine.effective_quantizer(quantizer)
+            qname = engine.effective_quantizer(engine.quantizers[0])  # "auto" resolved per attack and budget
             settings: dict[str, Any] = {"protocol": PROTOCOL, "model": m, **engine.identity(), "quantizer": qname,
                                         "verify": "file"}
             jobs.append(Job(m, name, label, black, budget, qname, settings, engine))
@@ -306,7 +306,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                   df: float = 1, limit: int | None = None, seed: int = 0, batch_size: int = 16,
                   device: str | None = None, out: str | os.PathLike = "runs/bench", resume: bool = False,
                   compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
-                  title: str | None = None, quantizer: str = "scaled", quality: int = 90,
+                  title: str | None = None, quantizer: str = "auto", quality: int = 90,
                   size: str = "model", victim: str = "pil+both", margin: float = 0.0,
                   ray: RayOptions | None = None) -> BenchmarkResult:
     """Benchmark ``models`` against ``attacks`` on an image set; store, summarize and report.
@@ -316,7 +316,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         ``NAME:BUDGET``. White-box attacks get ``steps`` gradients per image, black-box ones
         (:data:`BLACK_BOX_ATTACKS`) ``queries`` label queries.
     df: degree of freedom of the smart quantization of white-box outputs. limit: first N images.
-    quantizer, quality: the quantizer of white-box outputs (any registered one: smart, jpeg, ...)
+    quantizer, quality: the quantizer of white-box outputs (``auto`` or any registered one: smart, jpeg, ...)
         and its JPEG quality. size, victim: as in :class:`advimage.engine.Settings` (the thesis's
         RoBIC protocol attacks at the model's resolution: ``size="model"``).
     models may name defended classifiers, e.g. ``efficientnet_lite0+jpeg:75``.

@@ -43,7 +43,7 @@ from ..resize import DOWNSCALERS
 BASE_SIZE = 600
 ENSEMBLES = ("ens-avg", "ens-worst", "ens-max")
 #: quantizers whose files are 8-bit PNGs (choices of ``--quantize``)
-PNG_QUANTIZERS = ("smart", "scaled", "smart-prune", "scaled-prune")
+PNG_QUANTIZERS = ("smart", "scaled", "smart-prune", "scaled-prune", "lattice")
 LABELS = {"nearest": "Near", "bilinear": "Bil", "bicubic": "Bic", "area": "Area", "bilag": "BilAg",
           "bilg": "BilG", "ens-avg": "Ens-Avg", "ens-worst": "Ens-Worst", "ens-max": "Ens-Max"}
 TABLE92_ORDER = ("bilinear", "bicubic", "area", "nearest", "bilg", "bilag")  # the thesis's column order

@@ -10,7 +10,7 @@ equal to k² on the lattice and |t| on [-1, 1]. BP's floats minimize the L2 norm
 perturbation thinly over all pixels; rounding then has to concentrate it (Ch. 7's cost).
 
 ``lattice`` continues the attack for ``walk_steps`` gradients from its floats with BP's boundary walk
-(Zhang et al., TIFS 2020; :func:`advimage.attacks.bp.boundary_step`) in the metric of Σ f(δ_i),
+(Zhang et al., TIFS 2020; :func:`advimage.boundary_walk.boundary_step`) in the metric of Σ f(δ_i),
 majorized at each step by a weighted L2 norm (iteratively reweighted least squares, Daubechies,
 DeVore, Fornasier & Güntürk, CPAM 2010, eq. 1.5 with the weights of f): w_i = f'(|δ_i|) / (|δ_i| + ε).
 BP runs on z = δ √w, i.e. δ = D z with D = w^(-1/2), so its steps move the pixels already moved most
@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..attacks.bp import boundary_step, gamma_schedule
+from ..boundary_walk import boundary_step, gamma_schedule
 from ..criteria import Criterion
 from ..distortion import distortion
 from ..oracle import LossOracle
