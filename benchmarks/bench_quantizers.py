@@ -68,6 +68,7 @@ def main() -> None:
             settings = Settings(attack=args.attack, steps=args.steps, quantizers=qs, size="model", df=df,
                                 quantizer_steps=fw, seed=args.seed)
             attack_steps = settings.attack_steps
+            qs = settings.quantizers  # "auto" resolved
             t0 = time.perf_counter()
             rows = []
             for s in range(0, len(items), args.batch_size):
@@ -93,6 +94,9 @@ def main() -> None:
                                           if both else None)
                     res["mean_ratio"] = (statistics.fmean(by[q][k].distortion / ref[k].distortion for k in both)
                                          if both else None)
+                # per image (JSON only): file distortion or None where the file is not adversarial
+                res["per_image"] = {str(k): (by[q][k].distortion if by[q][k].status == "fooled" else None)
+                                    for k in attacked}
                 results.append(res)
     ref_floats = next(iter(floats.values()))
     identical = all(f == ref_floats for f in floats.values())
