@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from advimage.attacks import get
 from advimage.boundary_walk import boundary_step
 from advimage.quantize import quantize_lattice, quantize_scaled, spec
-from advimage.quantize.lattice import integer_cost, lattice_walk
+from advimage.quantize.lattice import _proximal_step, envelope_prox, integer_cost, lattice_walk, proximal_walk
 
 
 @settings(max_examples=60, deadline=None)
@@ -26,6 +26,47 @@ def test_integer_cost_is_the_interpolation_of_the_integer_squares(t):
     k = np.round(t)
     assert float(integer_cost(torch.from_numpy(k)[None])[0]) == pytest.approx((k ** 2).sum())
     assert got >= (t ** 2).sum() - 1e-9  # chords of a convex function lie above it
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-4.5, 4.5), st.floats(0.01, 0.6))
+def test_envelope_prox_is_the_minimizer_on_a_fine_grid(v, tau):
+    """prox of τ f against brute force: min over b on a 1e-4 grid of ½(b - v)² + τ f(b)."""
+    b = np.arange(-6, 6, 1e-4)
+    levels = np.arange(0, 8)
+    objective = 0.5 * (b - v) ** 2 + tau * np.interp(np.abs(b), levels, levels ** 2)
+    got = float(envelope_prox(torch.tensor([[v]], dtype=torch.float64), tau)[0, 0])
+    assert got == pytest.approx(b[objective.argmin()], abs=2e-4)
+
+
+def test_envelope_prox_snaps_to_the_lattice_by_hand():
+    v = torch.tensor([[0.05, -0.3, 1.05, 1.15, 1.25, 1.5, 2.4]])
+    # τ = 0.1: |v| <= 0.1 -> 0; (0.1, 1.1) -> |v| - 0.1; [1.1, 1.3] -> 1; (1.3, 2.3) -> |v| - 0.3; [2.3, 2.5] -> 2
+    expected = torch.tensor([[0.0, -0.2, 0.95, 1.0, 1.0, 1.2, 2.0]])
+    assert torch.allclose(envelope_prox(v, 0.1), expected, atol=1e-6)
+    per_image = envelope_prox(torch.tensor([[0.5], [0.5]]), torch.tensor([0.1, 0.6]))
+    assert torch.allclose(per_image, torch.tensor([[0.4], [0.0]]))
+
+
+def test_proximal_step_against_brute_force_in_two_dimensions():
+    """min ½||δ' - δ||² + τ Σ f(δ') s.t. L + gᵀ(δ' - δ) <= -κ, on a 0.002 grid of the plane."""
+    x0 = torch.full((1, 2), 100.0)
+    cases = [((0.3, 0.2), (1.0, 0.5), 0.4, 0.1, 0.2),  # constraint active: μ > 0
+             ((1.2, -0.4), (0.2, -1.0), -2.0, 0.2, 0.1),  # far inside: the prox alone
+             ((0.0, 0.0), (-1.0, 3.0), 0.5, 0.05, 0.3)]
+    grid = np.arange(-3, 3, 0.002)
+    b1, b2 = np.meshgrid(grid, grid, indexing="ij")
+    levels = np.arange(0, 8)
+    f = lambda t: np.interp(np.abs(t), levels, levels ** 2)  # noqa: E731
+    for delta, grad, loss, tau, kappa in cases:
+        d, g = np.array(delta), np.array(grad)
+        objective = 0.5 * ((b1 - d[0]) ** 2 + (b2 - d[1]) ** 2) + tau * (f(b1) + f(b2))
+        feasible = loss + g[0] * (b1 - d[0]) + g[1] * (b2 - d[1]) <= -kappa
+        i = np.where(feasible, objective, np.inf).argmin()
+        expected = np.array([b1.flat[i], b2.flat[i]])
+        got = _proximal_step(x0, torch.tensor([delta]), torch.tensor([grad]), torch.tensor([loss]), tau,
+                             torch.tensor([kappa]), bisections=50)
+        assert np.allclose(got[0].numpy(), expected, atol=5e-3), (delta, got, expected)
+
 
 def test_boundary_step_by_hand():
     """Origin 0, normal e1. Adversarial (1, 1), γ = 0.8: stays on the tangent plane r = 1 at norm 0.8√2,
@@ -56,9 +97,11 @@ def _integer_optimum(w: torch.Tensor, margin: float, x0: torch.Tensor) -> float:
     return float(k.pow(2).sum())
 
 
-def test_lattice_reaches_the_integer_optimum_of_a_binary_linear_model():
+@pytest.mark.parametrize("walks", [None, (("prox", 30),)])
+def test_lattice_reaches_the_integer_optimum_of_a_binary_linear_model(walks):
     """Binary linear model: the cheapest adversarial file is known (greedy, above). The lattice files
-    cost at most one ±1 change more than it, and never more than scaled rounding of the same floats."""
+    (either walk) cost at most one ±1 change more than it, and never more than scaled rounding of the
+    same floats."""
     from conftest import BinaryLinear
 
     for seed in range(6):
@@ -68,7 +111,7 @@ def test_lattice_reaches_the_integer_optimum_of_a_binary_linear_model():
         model.b.data = (-(x0.flatten(1) @ model.w) + 0.3 + 0.5 * float(torch.rand(1, generator=g)))[0]
         y = model(x0).argmax(1)
         res = get("bp")(model, x0, y, steps=40)
-        q = quantize_lattice(model, x0, res.x_adv, y)
+        q = quantize_lattice(model, x0, res.x_adv, y, walks=walks)
         s = quantize_scaled(model, x0, res.x_adv, y)
         assert q.success.all() and model(q.pixels.float()).argmax(1).item() != y.item()
         cost = float((q.pixels.float() - x0).pow(2).sum())
@@ -113,6 +156,32 @@ def test_floats_that_never_fool_fall_back_and_errors(multiclass_problem):
         quantize_lattice(model, x, x[:, :, :8], y)
     with pytest.raises(ValueError, match="steps"):
         lattice_walk(model, x, x, y, steps=0)
+    with pytest.raises(ValueError, match="unknown walk"):
+        quantize_lattice(model, x, x, y, walks=(("newton", 3),))
+    with pytest.raises(ValueError, match="tau"):
+        proximal_walk(model, x, x, y, tau=0.0)
+
+
+def test_chained_walks_count_their_gradients(multiclass_problem):
+    model, x, y = multiclass_problem
+    res = get("bp")(model, x, y, steps=30)
+    q = quantize_lattice(model, x, res.x_adv, y, walks=(("irls", 4), ("prox", 3)), prune_rounds_=0)
+    assert q.success.all()
+    assert (q.gradients == 7).all()
+    assert (q.forwards <= 2 + 10 + 10).all()  # one check per walk, the scale search, its fallback
+
+
+def test_proximal_walk_lowers_the_integer_cost_on_a_cnn(tiny_model):
+    tiny_model.net[0].weight.data *= 300  # pixel-sensitive (d ≈ 3): |δ| of order τ, where the prox acts
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 32, 32), generator=g).float()
+    y = tiny_model(x).argmax(1)
+    res = get("bp")(tiny_model, x, y, steps=40)
+    walked, oracle = proximal_walk(tiny_model, x, res.x_adv, y, steps=20)
+    ok = res.success
+    assert (tiny_model(walked).argmax(1)[ok] != y[ok]).all()
+    assert (integer_cost(walked - x)[ok] < integer_cost(res.x_adv - x)[ok]).float().mean() >= 0.5
+    assert (oracle.gradients == 20).all()
 
 
 def test_lattice_files_cost_less_than_scaled_on_a_cnn(tiny_model):
@@ -150,3 +219,4 @@ def test_auto_default_resolves_by_attack_and_budget():
     assert Settings(attack="surfree", steps=5000).quantizers == ("scaled",)  # black box: no gradient
     assert Settings(quantizers=("smart", "auto"), steps=80).quantizers == ("smart", "lattice")
     assert Settings(steps=100).attack_steps == 100 - spec("lattice").gradients
+

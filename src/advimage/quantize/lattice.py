@@ -18,9 +18,15 @@ and the perturbation becomes sparse with entries near the lattice. The adversari
 Σ f(δ) is kept, rounded by :mod:`~advimage.quantize.scaled`, and pruned once
 (:mod:`~advimage.quantize.prune`). On BP's outputs the extra BP steps in L2 do not lower the files'
 distortion, these do (docs/results.md).
+
+:func:`proximal_walk` reaches the same objective another way: proximal linearized steps whose prox
+(:func:`envelope_prox`) snaps entries to the lattice. ``quantize_lattice(walks=...)`` chains walks;
+``benchmarks/bench_lattice_walks.py`` measures each alone on the same floats.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -95,16 +101,104 @@ def lattice_walk(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criter
     return best, oracle
 
 
+def envelope_prox(v: Tensor, tau: Tensor | float) -> Tensor:
+    """prox of τ f, elementwise: argmin_b ½(b - v)² + τ f(b) (same shape as v; τ scalar or (N,)).
+
+    f is convex and piecewise linear with slopes 2j + 1 on [j, j + 1], so the prox is a staircase
+    soft-threshold: 0 for |v| <= τ, |v| - τ(2j + 1) on the rising parts and flat at the integer j + 1
+    for |v| in [j + 1 + τ(2j + 1), j + 1 + τ(2j + 3)]. It snaps entries to the lattice.
+    """
+    t = tau.view(-1, *[1] * (v.ndim - 1)) if isinstance(tau, Tensor) and tau.ndim == 1 else tau
+    a = v.abs()
+    j = ((a - t) / (1 + 2 * t)).floor().clamp_min(0)
+    return v.sign() * torch.minimum(a - t * (2 * j + 1), j + 1).clamp_min(0)
+
+
+def _proximal_step(x0: Tensor, delta: Tensor, grad: Tensor, loss: Tensor, tau: float, margin: Tensor,
+                   bisections: int = 30) -> Tensor:
+    """argmin_δ' ½||δ' - δ||² + τ Σ f(δ') s.t. L + gᵀ(δ' - δ) <= -margin, x0 + δ' in [0, 255].
+
+    The minimizer is clip(prox_τf(δ - μ ĝ)) with the multiplier μ >= 0 (pixels along the unit
+    gradient ĝ) the smallest that meets the linearized constraint, found by bisection (the
+    constraint's left side decreases with μ). δ, grad (N, ...); loss, margin (N,).
+    """
+    ghat = grad / batch_view(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
+
+    def moved(mu: Tensor) -> Tensor:
+        return (x0 + envelope_prox(delta - batch_view(mu) * ghat, tau)).clamp(0, 255) - x0
+
+    def meets(mu: Tensor) -> Tensor:
+        return loss + ((moved(mu) - delta) * grad).flatten(1).sum(1) <= -margin
+
+    lo, hi = torch.zeros_like(loss), torch.ones_like(loss)
+    for _ in range(40):  # double hi until the constraint is met (|δ'| grows with μ)
+        ok = meets(hi)
+        if bool(ok.all()):
+            break
+        hi = torch.where(ok, hi, 2 * hi)
+    free = meets(lo)
+    for _ in range(bisections):
+        mid = (lo + hi) / 2
+        ok = meets(mid)
+        hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
+    return moved(torch.where(free, lo, hi))
+
+
+@torch.no_grad()
+def proximal_walk(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
+                  steps: int = WALK_STEPS, tau: float = 0.1, margin: float = 0.1) -> tuple[Tensor, LossOracle]:
+    """Proximal linearized steps on Σ f(δ) from ``x_adv`` (an alternative to :func:`lattice_walk`).
+
+    Each step minimizes ½||δ' - δ||² + τ Σ f(δ') under the loss linearized at the iterate, pushed to
+    -κ (sequential linear programming with a proximal term, the prox being :func:`envelope_prox`, as
+    in proximal-gradient attacks such as FMN, Pintor et al., NeurIPS 2021). κ starts at ``margin``
+    (loss units) and is doubled after a non-adversarial iterate, multiplied by 0.8 after an
+    adversarial one. x0: (N, 3, H, W) pixels; returns (the adversarial iterate of least
+    :func:`integer_cost`, or x_adv, (N, 3, H, W) float; the oracle: ``steps`` gradients, 1 forward).
+    """
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if tau <= 0 or margin <= 0:
+        raise ValueError(f"tau and margin must be > 0, got {tau} and {margin}")
+    oracle = LossOracle(model, y, targeted, max_gradients=steps, max_forwards=1)
+    best = x_adv.clone()
+    best_cost = torch.full((x0.shape[0],), float("inf"), device=x0.device)
+    kappa = torch.full_like(best_cost, margin)
+    delta = x_adv - x0
+    for i in range(steps + 1):
+        if i < steps:
+            loss, grad, logits = oracle.loss_and_grad(x0 + delta)
+        else:
+            logits = oracle.logits(x0 + delta)
+        adv = oracle.success(logits)
+        cost = integer_cost(delta)
+        better = adv & (cost < best_cost)
+        best = torch.where(batch_view(better), x0 + delta, best)
+        best_cost = torch.where(better, cost, best_cost)
+        if i == steps:
+            break
+        kappa = torch.where(adv, 0.8 * kappa, 2 * kappa)
+        delta = _proximal_step(x0, delta, grad, loss, tau, kappa)
+    return best, oracle
+
+
+#: the walks :func:`quantize_lattice` can chain, by name
+WALKS = {"irls": lattice_walk, "prox": proximal_walk}
+
+
 @torch.no_grad()
 def quantize_lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
                      steps: int = 10, walk_steps: int = WALK_STEPS, prune_rounds_: int = PRUNE_ROUNDS,
-                     prune_steps: int = 8) -> QuantizedImages:
+                     prune_steps: int = 8, walks: Sequence[tuple[str, int]] | None = None) -> QuantizedImages:
     """:func:`lattice_walk`, then :func:`~advimage.quantize.scaled.quantize_scaled` (``steps``
     forwards) and ``prune_rounds_`` pruning rounds. Where the walked floats do not round to an
     adversarial file, the attack's own floats are rounded instead (``steps`` more forwards there).
 
+    ``walks`` replaces the walk by a chain of (name in :data:`WALKS`, steps), each started from the
+    previous one's output, e.g. (("irls", 30), ("prox", 15)).
+
     Passes per image: ``walk_steps + prune_rounds_`` gradients; 1 + ``steps`` (+ ``steps``) +
-    ``prune_rounds_ * prune_steps`` forwards.
+    ``prune_rounds_ * prune_steps`` forwards (with ``walks``, their steps and one forward each).
     """
     x0 = _as_pixels(x0, 1.0).round()
     xa = _as_pixels(x_adv, 1.0).to(x0.device).clamp(0, 255)
@@ -112,20 +206,30 @@ def quantize_lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
         raise ValueError(f"x0 {tuple(x0.shape)} and x_adv {tuple(xa.shape)} differ in shape")
     if isinstance(y, Tensor):
         y = y.to(x0.device)
-    walked, walk_oracle = lattice_walk(model, x0, xa, y, targeted=targeted, steps=walk_steps)
+    plan = list(walks) if walks is not None else [("irls", walk_steps)]
+    unknown = [name for name, _ in plan if name not in WALKS]
+    if unknown or not plan:
+        raise ValueError(f"unknown walk(s) {unknown or plan}; choose from {sorted(WALKS)}")
+    walked = xa
+    gradients = torch.zeros(len(x0), dtype=torch.long, device=x0.device)
+    forwards = torch.zeros_like(gradients)
+    for name, n_steps in plan:
+        walked, walk_oracle = WALKS[name](model, x0, walked, y, targeted=targeted, steps=n_steps)
+        gradients += walk_oracle.gradients.to(gradients)
+        forwards += walk_oracle.forwards.to(forwards)
     # the walked floats sit near the lattice (entries near 0 or ±1): start the scale search at s = 1;
     # start_scale's quantile of |u| can fall among the near-zero entries and waste the search
     q = quantize_scaled(model, x0, walked, y, targeted=targeted, steps=steps, start=torch.ones(len(x0)))
     pixels, success = q.pixels.float(), q.success.clone()
-    forwards = q.forwards + walk_oracle.forwards
+    forwards += q.forwards.to(forwards)
     failed = (~success).nonzero().flatten()
     if failed.numel():
         sub = y[failed] if isinstance(y, Tensor) else y.subset(failed)
         again = quantize_scaled(model, x0[failed], xa[failed], sub, targeted=targeted, steps=steps)
         pixels[failed], success[failed] = again.pixels.float(), again.success
-        forwards[failed] += again.forwards
+        forwards[failed] += again.forwards.to(forwards)
     merged = QuantizedImages(pixels=pixels.to(torch.uint8), success=success, distortion=distortion(pixels, x0),
-                             lam=q.lam, gradients=walk_oracle.gradients.clone(), forwards=forwards, suffix=".png")
+                             lam=q.lam, gradients=gradients, forwards=forwards, suffix=".png")
     if prune_rounds_ < 1:
         return merged
     return prune_rounds(model, x0, merged, y, targeted=targeted, prune_steps=prune_steps, rounds=prune_rounds_)
