@@ -220,3 +220,28 @@ def test_auto_default_resolves_by_attack_and_budget():
     assert Settings(quantizers=("smart", "auto"), steps=80).quantizers == ("smart", "lattice")
     assert Settings(steps=100).attack_steps == 100 - spec("lattice").gradients
 
+
+def test_the_benchmarks_linearized_optimum_is_exact_on_a_linear_model():
+    """benchmarks/bench_lattice_walks.py's ``linear-opt``: on a linear model the linearization is the
+    model, so its file fools it at the greedy integer optimum's cost (computed independently above)."""
+    import sys
+    from pathlib import Path
+
+    from conftest import BinaryLinear
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_lattice_walks import linear_optimum
+
+    for seed in range(4):
+        model = BinaryLinear()
+        g = torch.Generator().manual_seed(seed)
+        x0 = torch.randint(60, 196, (1, 3, 8, 8), generator=g).float()
+        model.b.data = (-(x0.flatten(1) @ model.w) + 0.3 + 0.5 * float(torch.rand(1, generator=g)))[0]
+        y = model(x0).argmax(1)
+        res = get("bp")(model, x0, y, steps=40)
+        q = linear_optimum(model, x0, res.x_adv, y)
+        assert q.success.all()
+        logit_margin = float(model(x0)[0, y] - model(x0)[0, 1 - y])
+        w_margin = (model.w if y.item() == 1 else -model.w).view_as(x0)
+        optimum = _integer_optimum(-w_margin, logit_margin, x0)
+        assert float((q.pixels.float() - x0).pow(2).sum()) == pytest.approx(optimum, abs=1)
