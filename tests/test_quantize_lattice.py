@@ -127,16 +127,18 @@ def test_lattice_reaches_the_integer_optimum_of_a_binary_linear_model(walks):
         assert cost <= float((s.pixels.float() - x0).pow(2).sum())
 
 
-def test_lattice_files_are_adversarial_and_the_budget_is_counted(multiclass_problem):
+@pytest.mark.parametrize("name, walk_checks, gradients", [("lattice", 1, 31), ("lattice-prox", 2, 46)])
+def test_lattice_files_are_adversarial_and_the_budget_is_counted(multiclass_problem, name, walk_checks, gradients):
     model, x, y = multiclass_problem
     res = get("bp")(model, x, y, steps=30)
-    q = spec("lattice").run(model, x, res.x_adv, y)
+    q = spec(name).run(model, x, res.x_adv, y)
     assert q.pixels.dtype == torch.uint8 and q.suffix == ".png"
     ok = q.success
     assert ok.all()
     assert ((model(q.pixels.float()).argmax(1) != y) == ok).all()
-    assert (q.gradients == spec("lattice").gradients).all()
-    assert (q.forwards <= 1 + 10 + 10 + 8).all()
+    assert spec(name).gradients == gradients  # the walks' steps and one pruning round
+    assert (q.gradients == spec(name).gradients).all()
+    assert (q.forwards <= walk_checks + 10 + 10 + 8).all()
 
 
 @pytest.mark.parametrize("walk, sensitivity", [(lattice_walk, 1), (proximal_walk, 300)])

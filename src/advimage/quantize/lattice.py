@@ -241,3 +241,15 @@ def quantize_lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
 def lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
             steps: int = 10, **_: object) -> QuantizedImages:
     return quantize_lattice(model, x0, x_adv, y, targeted=targeted, steps=steps)
+
+
+#: the chain of ``lattice-prox``: the IRLS walk, then proximal steps from its output
+LONG_WALKS = (("irls", WALK_STEPS), ("prox", 15))
+
+
+@register("lattice-prox", suffix=".png", gradients=sum(n for _, n in LONG_WALKS) + PRUNE_ROUNDS, uses_df=False,
+          description=f"lattice's walk, then {LONG_WALKS[1][1]} proximal steps on the same integer cost "
+                      "(about 1% smaller files for 15 more gradients), scaled rounding and one pruning round")
+def lattice_prox(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
+                 steps: int = 10, **_: object) -> QuantizedImages:
+    return quantize_lattice(model, x0, x_adv, y, targeted=targeted, steps=steps, walks=LONG_WALKS)
