@@ -233,3 +233,23 @@ def test_the_benchmarks_linearized_optimum_is_exact_on_a_linear_model():
         q = linear_optimum(model, x0, res.x_adv, y)
         assert q.success.all()
         assert float((q.pixels.float() - x0).pow(2).sum()) == pytest.approx(optimum, abs=1)
+
+
+def test_the_benchmarks_integer_iterates_give_verified_files(multiclass_problem):
+    """benchmarks/bench_lattice_walks.py's ``bp-int``: every file it reports adversarial is an
+    integral image the model misclassifies, within its gradient count."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_lattice_walks import integer_iterates
+
+    model, x, y = multiclass_problem
+    res = get("bp")(model, x, y, steps=30)
+    q = integer_iterates(model, x, res.x_adv, y, steps=12)
+    assert q.success.all()
+    pixels = q.pixels.float()
+    assert ((model(pixels).argmax(1) != y) == q.success).all()
+    expected = (pixels - x.round()).flatten(1).norm(dim=1) / math.sqrt(x[0].numel())
+    assert torch.allclose(q.distortion, expected, rtol=1e-5)
+    assert (q.gradients == 12).all()
