@@ -9,12 +9,15 @@ then quantizes the same floats:
   checked with one forward. What one-shot quantization at x_a can reach, not a bound on files.
 - ``scaled``, ``scaled-prune``: rounding of s u, the smallest adversarial s (and 2 pruning rounds).
 - ``lattice`` (the quantizer, IRLS walk 30) and chains of walks (``irls:60``, ``prox:30``,
-  ``irls:30+prox:15``...): :func:`advimage.quantize.lattice.quantize_lattice` with ``walks``.
+  ``int:60``, ``irls:30+prox:15``...): :func:`advimage.quantize.lattice.quantize_lattice` with
+  ``walks`` (each chain followed by the scale search and one pruning round).
 - ``bp-int:N``: integer iterates in BP's last steps (the issue's DDN idea): BP's boundary walk (L2)
   continued from x_a for N gradients, with the gradient and the success taken at the *rounded*
   iterate. DDN (Rony et al., CVPR 2019) replaces its iterate by the rounding; here the float
-  iterate is kept and moves by BP's steps (a float "shadow" of the integer iterates). The
-  adversarial rounded iterate of least distortion is the file (else ``scaled`` on x_a).
+  iterate is kept and moves by BP's steps (a float "shadow" of the integer iterates):
+  :func:`advimage.quantize.lattice.integer_walk`. The adversarial rounded iterate of least
+  distortion is the file as it is, checked by one forward (else ``scaled`` on x_a); ``int:N`` is
+  the same walk followed by the scale search and pruning.
 - ``linear-opt>WALKS`` (e.g. ``linear-opt>prox:30``): the same walks started from ``linear-opt``'s
   file instead of BP's floats (where the walk finds no adversarial file, that file is rounded: a failure).
 
@@ -42,13 +45,12 @@ import torch
 
 import advimage
 from advimage.attacks import get as attack
-from advimage.boundary_walk import boundary_step, gamma_schedule
 from advimage.data import discover
 from advimage.distortion import distortion
 from advimage.oracle import LossOracle
 from advimage.quantize import quantize_lattice, quantize_scaled, spec
+from advimage.quantize.lattice import integer_walk
 from advimage.quantize.base import QuantizedImages
-from advimage.tensor_ops import batch_view
 
 DEFAULT_VARIANTS = "linear-opt,scaled,scaled-prune,lattice,irls:60,prox:30,prox:60,irls:30+prox:15"
 
@@ -80,36 +82,23 @@ def linear_optimum(model, x0, xa, y, units: int = 4) -> QuantizedImages:
 
 
 @torch.no_grad()
-def integer_iterates(model, x0, xa, y, steps: int, gamma_min: float = 0.7) -> QuantizedImages:
-    """``bp-int:N`` (module docstring): N gradients and 1 forward, plus ``scaled``'s 10 where it fails."""
-    oracle = LossOracle(model, y)
-    gammas = gamma_schedule(steps, gamma_min)
+def integer_iterates(model, x0, xa, y, steps: int) -> QuantizedImages:
+    """``bp-int:N`` (module docstring): :func:`integer_walk`'s file as it is, checked by one more
+    forward; N gradients and 2 forwards, plus ``scaled``'s 10 where the walk found no file."""
     x0 = x0.round()
-    xi, best = xa.clone(), x0.clone()
-    best_d = torch.full((len(x0),), float("inf"))
-    for i in range(steps + 1):
-        xr = (x0 + (xi - x0).round()).clamp(0, 255)
-        if i < steps:
-            _, grad, logits = oracle.loss_and_grad(xr)
-        else:
-            logits = oracle.logits(xr)
-        adv = oracle.success(logits)
-        d = distortion(xr, x0)
-        better = adv & (d < best_d)
-        best, best_d = torch.where(batch_view(better), xr, best), torch.where(better, d, best_d)
-        if i == steps:
-            break
-        ghat = grad / batch_view(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
-        xi = boundary_step(xi, x0, ghat, adv, gammas[i]).clamp(0, 255)
-    found = best_d.isfinite()
-    gradients, forwards = oracle.gradients.clone(), oracle.forwards.clone()
+    walked, walk_oracle = integer_walk(model, x0, xa, y, steps=steps)
+    oracle = LossOracle(model, y)
+    files = walked.round()
+    found = oracle.success(oracle.logits(files))
+    gradients = walk_oracle.gradients.clone()
+    forwards = walk_oracle.forwards + oracle.forwards
     if not bool(found.all()):
         lost = (~found).nonzero().flatten()
         again = quantize_scaled(model, x0[lost], xa[lost], y[lost])
-        best[lost] = again.pixels.float()
+        files[lost] = again.pixels.float()
         found[lost] = again.success
         forwards[lost] += again.forwards.to(forwards)
-    return QuantizedImages(pixels=best.to(torch.uint8), success=found, distortion=distortion(best, x0),
+    return QuantizedImages(pixels=files.to(torch.uint8), success=found, distortion=distortion(files, x0),
                            lam=torch.zeros(len(x0)), gradients=gradients, forwards=forwards, suffix=".png")
 
 
