@@ -41,13 +41,14 @@ def _pixels(path):
 
 
 @pytest.mark.parametrize("quantizer,suffix", [("smart", ".png"), ("round", ".png"), ("jpeg", ".jpg"), ("hill", ".png"),
-                                             ("gina", ".png"), ("scaled", ".png"), ("lattice", ".png")])
+                                             ("gina", ".png"), ("scaled", ".png"), ("lattice", ".png"),
+                                             ("lattice-int", ".png")])
 def test_model_size_writes_verified_files(image_set, tmp_path, tiny_registered, capsys, quantizer, suffix):
     from advimage.images import load_for_model
     from advimage.models import get
 
     out = tmp_path / "out"
-    steps = 45 if quantizer == "lattice" else 30  # lattice spends 31 of the budget's gradients
+    steps = {"lattice": 45, "lattice-int": 65}.get(quantizer, 30)  # the walks spend 31 and 50 of the gradients
     rc = main(["attack", str(image_set), "--model", tiny_registered, "--steps", str(steps), "--quantize", quantizer,
                "--size", "model", "--out", str(out), "--json", "--no-figures", "--device", "cpu"])
     assert rc == 1  # one input was unreadable: non-zero status, the others done
@@ -78,11 +79,12 @@ def test_model_size_writes_verified_files(image_set, tmp_path, tiny_registered, 
         assert [r["status"] for r in rows] == ["fooled", "fooled", "misclassified", "error"]
 
 
-@pytest.mark.parametrize("options", [["--steps", "40"], ["--steps", "60", "--quantize", "lattice"]])
+@pytest.mark.parametrize("options", [["--steps", "40"], ["--steps", "60", "--quantize", "lattice"],
+                                     ["--steps", "70", "--quantize", "lattice-int"]])
 def test_native_size_files_fool_both_real_pipelines(image_set, tmp_path, tiny_registered, capsys, options):
     """Default: the file keeps the original's size and fools the model after torchvision's eval
-    transform on the PIL image (8-bit resize) and on the float tensor (also with the lattice walk,
-    whose gradients go through both paths)."""
+    transform on the PIL image (8-bit resize) and on the float tensor (also with the lattice walks,
+    whose gradients go through both paths; the integer walk rounds its iterates at the native size)."""
     import torchvision.transforms as T
     import torchvision.transforms.functional as TF
 

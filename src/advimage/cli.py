@@ -49,8 +49,9 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     p.add_argument("--steps", type=_positive, default=steps,
                    help="budget per image: gradients of attack + quantizer (white box), queries (black box)")
     p.add_argument("--quantize", default="auto", choices=["auto", *quantizer_names()],
-                   help="auto (default): lattice for gradient attacks with --steps >= 62, else scaled; lattice: 30 more "
-                        "BP steps in the files' integer-cost metric, then scaled (smallest files); scaled: the "
+                   help="auto (default): lattice-int for gradient attacks with --steps >= 100, lattice from 62, else "
+                        "scaled; lattice-int: 49 more BP steps with integer iterates, then scaled (smallest files); "
+                        "lattice: 30 more BP steps in the files' integer-cost metric, then scaled; scaled: the "
                         "perturbation amplified and rounded to PNG (no gradient); smart: §7.2 to PNG; jpeg: §7.3 "
                         "DCT-domain to .jpg; round: plain rounding; none: floats (.npy)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality factor for --quantize jpeg (1-100)")

@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``bench`` subcommand to ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
         "bench", help="RoBIC benchmark: white-box + black-box half-distortions of models on an image set",
-        description="Attack every image with every model (white box: attack + quantization, lattice or scaled by default; black box: "
+        description="Attack every image with every model (white box: attack + quantization, a lattice walk or scaled by default; black box: "
                     "SurFree), verify on PNG-decoded pixels, store each batch (resumable), and write "
                     "OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
         epilog=EXAMPLES, formatter_class=_Formatter)
@@ -48,8 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization (white box)")
     from ..quantize import names as quantizer_names
     p.add_argument("--quantize", default="auto", choices=["auto", *quantizer_names()],
-                   help="quantizer of white-box outputs (black-box outputs are integers: PNG); auto: lattice when "
-                        "--steps >= 62, else scaled")
+                   help="quantizer of white-box outputs (black-box outputs are integers: PNG); auto: lattice-int when "
+                        "--steps >= 100, lattice from 62, else scaled")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality for --quantize jpeg")
     p.add_argument("--margin", type=float, default=0.0, help="κ (logits) the quantized images must reach")
     p.add_argument("--size", default="model", choices=["model", "native"],
