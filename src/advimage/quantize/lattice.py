@@ -278,33 +278,30 @@ def quantize_lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
     return prune_rounds(model, x0, merged, y, targeted=targeted, prune_steps=prune_steps, rounds=prune_rounds_)
 
 
-@register("lattice", suffix=".png", gradients=WALK_STEPS + PRUNE_ROUNDS, uses_df=False,
-          description=f"{WALK_STEPS} more BP steps in the metric of the files' integer cost (reweighted L1 near 0), "
-                      "then scaled rounding and one pruning round")
-def lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
+def _register_chain(name: str, walks: tuple[tuple[str, int], ...], description: str) -> None:
+    """Register the quantizer ``name``: :func:`quantize_lattice` with the chain ``walks`` (its
+    gradients, plus the pruning round's, are the registry's count)."""
+
+    def run(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
             steps: int = 10, **_: object) -> QuantizedImages:
-    return quantize_lattice(model, x0, x_adv, y, targeted=targeted, steps=steps)
+        return quantize_lattice(model, x0, x_adv, y, targeted=targeted, steps=steps, walks=walks)
+
+    register(name, suffix=".png", gradients=sum(n for _, n in walks) + PRUNE_ROUNDS, uses_df=False,
+             description=description)(run)
 
 
-#: the chain of ``lattice-prox``: the IRLS walk, then proximal steps from its output
+#: the chains of ``lattice`` (the IRLS walk), ``lattice-prox`` (then proximal steps from its output)
+#: and ``lattice-int`` (integer iterates: half of a 100-gradient budget with the pruning round)
+LATTICE_WALKS = (("irls", WALK_STEPS),)
 LONG_WALKS = (("irls", WALK_STEPS), ("prox", 15))
-
-
-@register("lattice-prox", suffix=".png", gradients=sum(n for _, n in LONG_WALKS) + PRUNE_ROUNDS, uses_df=False,
-          description=f"lattice's walk, then {LONG_WALKS[1][1]} proximal steps on the same integer cost "
-                      "(about 1% smaller files for 15 more gradients), scaled rounding and one pruning round")
-def lattice_prox(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-                 steps: int = 10, **_: object) -> QuantizedImages:
-    return quantize_lattice(model, x0, x_adv, y, targeted=targeted, steps=steps, walks=LONG_WALKS)
-
-
-#: the chain of ``lattice-int``: integer iterates, half of a 100-gradient budget with the pruning round
 INT_WALKS = (("int", 49),)
 
-
-@register("lattice-int", suffix=".png", gradients=sum(n for _, n in INT_WALKS) + PRUNE_ROUNDS, uses_df=False,
-          description=f"{INT_WALKS[0][1]} more BP steps with integer iterates (gradient and success at the "
-                      "rounded iterate, DDN's idea), then scaled rounding and one pruning round")
-def lattice_int(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-                steps: int = 10, **_: object) -> QuantizedImages:
-    return quantize_lattice(model, x0, x_adv, y, targeted=targeted, steps=steps, walks=INT_WALKS)
+_register_chain("lattice", LATTICE_WALKS,
+                f"{WALK_STEPS} more BP steps in the metric of the files' integer cost (reweighted L1 near 0), "
+                "then scaled rounding and one pruning round")
+_register_chain("lattice-prox", LONG_WALKS,
+                f"lattice's walk, then {LONG_WALKS[1][1]} proximal steps on the same integer cost "
+                "(about 1% smaller files for 15 more gradients), scaled rounding and one pruning round")
+_register_chain("lattice-int", INT_WALKS,
+                f"{INT_WALKS[0][1]} more BP steps with integer iterates (gradient and success at the rounded "
+                "iterate, DDN's idea), then scaled rounding and one pruning round")
