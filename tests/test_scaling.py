@@ -244,6 +244,17 @@ def test_transfer_and_ensemble_experiments_end_to_end(tmp_path, tiny_registered)
     assert "random resize, six (expectation)" in (out / "random_resize.md").read_text()
 
 
+def test_experiment_refuses_steps_within_the_quantizers_budget_before_writing(tmp_path):
+    """--steps must leave the attack gradients after the quantizer's: a clear error, no folder made."""
+    from advimage.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="steps must exceed the quantizer's 50 gradient"):
+        main(["experiment", "transfer-table", str(tmp_path), "--steps", "50", "--quantize", "lattice-int",
+              "--out", str(out), "--quiet"])
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("method", ["bilag", "bilg"])
 @pytest.mark.parametrize("size", [(20, 15), (61, 20), (70, 50)])
 def test_prefiltered_downscalers_as_matrices_equal_filter_then_bilinear(method, size):

@@ -43,7 +43,7 @@ from ..resize import DOWNSCALERS
 BASE_SIZE = 600
 ENSEMBLES = ("ens-avg", "ens-worst", "ens-max")
 #: quantizers whose files are 8-bit PNGs (choices of ``--quantize``)
-PNG_QUANTIZERS = ("smart", "scaled", "smart-prune", "scaled-prune", "lattice")
+PNG_QUANTIZERS = ("smart", "scaled", "smart-prune", "scaled-prune", "lattice", "lattice-prox", "lattice-int")
 LABELS = {"nearest": "Near", "bilinear": "Bil", "bicubic": "Bic", "area": "Area", "bilag": "BilAg",
           "bilg": "BilG", "ens-avg": "Ens-Avg", "ens-worst": "Ens-Worst", "ens-max": "Ens-Max"}
 TABLE92_ORDER = ("bilinear", "bicubic", "area", "nearest", "bilg", "bilag")  # the thesis's column order
@@ -541,6 +541,10 @@ def add_parsers(experiment_subparsers) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> Path:
+    try:  # the engine's checks (e.g. --steps beyond the quantizer's gradients) before any folder is made
+        engine_settings(TABLE92_ORDER[0], args.steps, args.seed, args.quantize)
+    except ValueError as exc:
+        raise SystemExit(f"advimage: {exc}") from None
     out = Path(args.out or f"runs/scaling-{args.model}")
     if (out / "attacks").is_dir() and any((out / "attacks").glob("*/rows.jsonl")) and not args.resume:
         raise SystemExit(f"advimage: {out} already holds attacks: pass --resume to continue and reuse them, "
