@@ -234,6 +234,7 @@ def test_transfer_and_ensemble_experiments_end_to_end(tmp_path, tiny_registered)
             table = list(csv.reader(f))
         assert table[0][1:] == ["bilinear", "bicubic", "area", "nearest", "bilg", "bilag"] and len(table) == 7
         assert (out / f"table92_{kind}.png").stat().st_size > 0
+    assert "Mean distortion of the images whose PNG fools" in (out / "table92.md").read_text()
     assert len(list((out / "attacks" / "nearest").glob("*.png"))) <= 2
     with pytest.raises(SystemExit, match="--resume"):
         main(["experiment", "ensemble-table", *common])
@@ -242,6 +243,18 @@ def test_transfer_and_ensemble_experiments_end_to_end(tmp_path, tiny_registered)
     assert main(["experiment", "random-resize", *common, "--resume", "--configs", "nearest,ens-worst",
                  "--draws", "2"]) == 0
     assert "random resize, six (expectation)" in (out / "random_resize.md").read_text()
+
+
+def test_mean_distortion_fooled_averages_only_images_whose_png_fooled_the_config():
+    from advimage.experiments.scaling import AttackRow, mean_distortion_fooled
+
+    rows = {"nearest": [AttackRow("a", 0, "nearest", "fooled", float_distortion=0.1, file_distortion=0.3),
+                        AttackRow("b", 0, "nearest", "fooled", float_distortion=0.2, file_distortion=0.5),
+                        AttackRow("c", 0, "nearest", "failed", float_distortion=9.0, file_distortion=9.0)],
+            "area": [AttackRow("a", 0, "area", "misclassified")]}
+    got = mean_distortion_fooled(rows, ("nearest", "area"))
+    assert got["nearest"] == (2, pytest.approx(0.15), pytest.approx(0.4))
+    assert got["area"][0] == 0 and math.isnan(got["area"][1])
 
 
 def test_experiment_refuses_steps_within_the_quantizers_budget_before_writing(tmp_path):
