@@ -194,8 +194,8 @@ def integer_walk(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criter
     float iterate x_i is kept and moves by BP's steps (Zhang et al., TIFS 2020) given the rounded
     iterate's gradient and success, a float "shadow" of the integer iterates, so that steps smaller
     than one grey level still add up. γ goes from ``gamma_min`` to 1; 0.85 gave files 0.3% smaller
-    than BP's 0.7 on the first 23 sample images, from BP 50's and BP 97's floats (0.95: 0.3% larger
-    from BP 50's). x0: (N, 3, H, W) pixels; x_adv: float pixels in [0, 255].
+    than BP's 0.7 on the first 23 sample images after BP 50 (docs/results.md, the benchmark's
+    ``--int-gamma-min``). x0: (N, 3, H, W) pixels; x_adv: float pixels in [0, 255].
     Returns (the adversarial rounded iterate of least distortion, integral, or x_adv where none was,
     (N, 3, H, W) float; the oracle: ``steps`` gradients and 1 forward).
     """
