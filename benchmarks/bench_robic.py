@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_robic.py [IMAGES ...] --model efficientnet_lite0 -n 16 \\
-        [--steps 100] [--queries 5000] [--batch-size 16] [--device cuda] [--out benchmarks/out/robic.json]
+        [--steps 100] [--queries 5000] [--batch-size 16] [--device cuda] [--out benchmarks/out/robic.json] \\
+        [--precision bf16] [--channels-last] [--compile]
 
 Without IMAGES the five scikit-image photos are used (repeated up to N). Two measurements:
 
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from advimage.cli_types import add_pass_arguments, pass_options
 
 
 def _sync(device: torch.device) -> None:
@@ -61,7 +64,7 @@ def time_benchmark(items, args, run_dir: Path) -> dict:
     t0 = time.perf_counter()
     res = run_benchmark(items, args.model, attacks="bp,surfree", steps=args.steps, queries=args.queries,
                         seed=0, batch_size=args.batch_size, device=args.device, out=run_dir, quantizer="smart",
-                        progress=not args.quiet)
+                        progress=not args.quiet, **pass_options(args))
     wall = time.perf_counter() - t0
     stage = {}
     for s in res.summaries:
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/out/robic.json")
     p.add_argument("--keep", action="store_true", help="keep the run directory (printed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_pass_arguments(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     import advimage
 
     result = {
-        "model": args.model, "device": device,
+        "model": args.model, "device": device, "passes": pass_options(args),
         "device_name": (torch.cuda.get_device_name(0) if device.startswith("cuda")
                         else platform.processor() or platform.machine()),
         "torch": torch.__version__, "advimage": advimage.__version__, "threads": torch.get_num_threads(),

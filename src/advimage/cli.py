@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_types import add_pass_arguments, pass_options
 from .cli_types import df_value as _df
 from .cli_types import positive_int as _positive
 
@@ -83,6 +84,7 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     p.add_argument("--no-figures", action="store_true", help="skip the original|adversarial|perturbation pictures")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_pass_arguments(p)
     _add_common(p)
 
 
@@ -308,7 +310,7 @@ def _run(args, items, out: Path) -> int:
         settings = Settings(attack=args.attack, steps=args.steps, quantizers=(args.quantize,), df=args.df,
                             quality=args.quality, target=args.target, size=args.size, victim=args.victim,
                             downscaler=args.downscaler, seed=args.seed, margin=args.margin,
-                            ensemble=args.ensemble, target_score=args.target_score)
+                            ensemble=args.ensemble, target_score=args.target_score, **pass_options(args))
     except (ValueError, TypeError) as exc:
         fail(str(exc))
     ray = _ray_options(args)

@@ -44,3 +44,19 @@ def quality_list(value: str) -> tuple[int, ...]:
     if not qs or any(not 1 <= q <= 100 for q in qs):
         raise argparse.ArgumentTypeError(f"qualities must be in 1..100, got {value!r}")
     return qs
+
+
+def add_pass_arguments(p: argparse.ArgumentParser) -> None:
+    """``--precision``, ``--channels-last``, ``--compile``: faster attack and quantizer passes
+    (:mod:`advimage.models.fast`); files are verified in fp32 either way."""
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="the attack's and quantizer's passes under bf16 autocast (files still verified in fp32)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="feed the network channels_last (NHWC) tensors (faster convolutions on GPUs)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network for the attack and the quantizer (first batches pay the compilation)")
+
+
+def pass_options(args: argparse.Namespace) -> dict:
+    """The :class:`advimage.engine.Settings` fields of :func:`add_pass_arguments`'s options."""
+    return dict(precision=args.precision, channels_last=args.channels_last, compile=args.compile)

@@ -47,6 +47,7 @@ from .criteria import AllPaths, Margin, Misclassification, ScoreBelow, TargetedM
 from .data import ImageItem
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
+from .models.fast import PRECISIONS, fast_classifier
 from .quantize import AUTO, default_quantizer
 from .quantize import spec as quantizer_spec
 
@@ -77,6 +78,9 @@ class Settings:
     rate worse than this score (:class:`~advimage.criteria.ScoreBelow`, thesis App. A): below it
     for a higher-is-better score; at native size only, through a gradient attack; the margin is
     then in score units.
+    precision (``fp32`` or ``bf16`` autocast), channels_last, compile (``torch.compile``): faster
+    passes for the attack and the quantizer (:mod:`advimage.models.fast`); the originals' check and
+    the files' verification stay in fp32 with the model as loaded.
     """
 
     attack: str = "bp"
@@ -95,6 +99,9 @@ class Settings:
     ensemble: str | None = None
     crop_pct: float | None = None
     target_score: float | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         a = attack_spec(self.attack)  # unknown names raise with the valid ones
@@ -141,8 +148,17 @@ class Settings:
                                  "attack that accepts any criterion (fgsm, ifgsm, pgd, cw, bp)")
             if self.size != "native" or self.ensemble is not None or self.downscaler is not None:
                 raise ValueError("a regressor is attacked at native size, without downscaler or ensemble")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.fast and self.target_score is not None:
+            raise ValueError("precision, channels_last and compile apply to classifiers, not to a regressor")
         if not a.black_box and self.steps <= self.quantizer_gradients:
             raise ValueError(f"steps must exceed the quantizer's {self.quantizer_gradients} gradient(s)")
+
+    @property
+    def fast(self) -> bool:
+        """Whether the attack's and the quantizer's passes differ from the fp32 model's."""
+        return self.precision != "fp32" or self.channels_last or self.compile
 
     @property
     def quantizer_gradients(self) -> int:
@@ -183,6 +199,8 @@ class Settings:
                            for q in self.quantizers], "quantizer_steps": self.quantizer_steps,
             "margin": self.margin,
         }
+        if self.fast:  # only when set, so that the stores of earlier runs keep their hash
+            out["passes"] = dict(precision=self.precision, channels_last=self.channels_last, compile=self.compile)
         if self.target_score is not None:
             out["target_score"] = self.target_score
         elif self.size == "native":
@@ -277,9 +295,18 @@ def _num(x: Tensor | float | None) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def attacked_model(model, settings: Settings):
+def _with_passes(model, settings: Settings):
+    """``model`` with the settings' precision, memory format and compilation (itself by default)."""
+    return fast_classifier(model, precision=settings.precision, channels_last=settings.channels_last,
+                           compile=settings.compile)
+
+
+def attacked_model(model, settings: Settings, fast: bool = True):
     """The classifier the attack and the quantizer go through: the model itself at model size,
-    the model behind its eval transform (victim's resize method) at native size."""
+    the model behind its eval transform (victim's resize method) at native size; with ``fast``,
+    the network runs with the settings' precision, memory format and compilation."""
+    if fast:
+        model = _with_passes(model, settings)
     if settings.size == "model" or settings.target_score is not None:
         return model
     from .models.protocol import MultiPathClassifier, ResizedClassifier, victim_method
@@ -294,9 +321,11 @@ def attacked_model(model, settings: Settings):
     return ResizedClassifier(model, victim_method(model.config, victim, settings.downscaler), crop_pct=crop)
 
 
-def quantizer_model(model, settings: Settings, attacked):
+def quantizer_model(model, settings: Settings, attacked, fast: bool = True):
     """The classifier the quantizer goes through: the attack's, or both paths for ``pil+both``."""
     if settings.size == "native" and settings.effective_victim == "pil+both" and settings.target_score is None:
+        if fast:
+            model = _with_passes(model, settings)
         from .models.protocol import MultiPathClassifier, victim_method
 
         return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")],
@@ -356,7 +385,10 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     x0 = x0_u8.to(dev).float()
     n = x0.shape[0]
     qmodel = quantizer_model(model, settings, attacked)
-    logits0 = _logits(qmodel, x0)
+    # the originals are checked as the files will be verified: by the model as loaded (fp32)
+    check = (quantizer_model(model, settings, attacked_model(model, settings, fast=False), fast=False)
+             if settings.fast else qmodel)
+    logits0 = _logits(check, x0)
     targeted = settings.target is not None
     regression = settings.target_score is not None
     base_rows = [dict(file=str(it.path), key=key, height=int(x0.shape[-2]), width=int(x0.shape[-1]))

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from ..cli_types import df_value as _df
+from ..cli_types import add_pass_arguments, pass_options
 from ..cli_types import positive_int as _positive
 
 EXAMPLES = """examples:
@@ -52,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "--steps >= 100, lattice from 62, else scaled")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality for --quantize jpeg")
     p.add_argument("--margin", type=float, default=0.0, help="κ (logits) the quantized images must reach")
+    add_pass_arguments(p)
     p.add_argument("--size", default="model", choices=["model", "native"],
                    help="model: RoBIC's protocol, images resized to the model's input; native: files at their size")
     p.add_argument("--victim", default="pil+both", choices=["pil+both", "both", "pil", "float"],
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit, seed=args.seed, batch_size=args.batch_size, device=args.device, out=args.out,
             resume=args.resume, compare=args.compare_attacks is not None, gallery=args.gallery,
             progress=not args.quiet, quantizer=args.quantize, quality=args.quality, size=args.size,
-            victim=args.victim, margin=args.margin, ray=ray)
+            victim=args.victim, margin=args.margin, ray=ray, **pass_options(args))
     except (UnknownModelError, UnknownAttackError, ConfigError, DataError, RunExistsError, WeightsError,
             RayUnavailableError) as exc:
         _refuse(str(exc))

@@ -157,7 +157,8 @@ def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
 
 def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float,
               seed: int, quantizer: str = "auto", quality: int = 90, size: str = "model",
-              victim: str = "pil+both", margin: float = 0.0) -> list[Job]:
+              victim: str = "pil+both", margin: float = 0.0, precision: str = "fp32", channels_last: bool = False,
+              compile: bool = False) -> list[Job]:
     """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order.
 
     White-box attacks get ``steps`` gradients (attack + quantizer) and ``quantizer``; black-box
@@ -171,7 +172,8 @@ def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, quer
             black = attack_spec(name).black_box
             budget = budget or (queries if black else steps)
             engine = EngineSettings(attack=name, steps=budget, quantizers=(quantizer,), df=df, quality=quality,
-                                    size=size, victim=victim, seed=seed, margin=margin)
+                                    size=size, victim=victim, seed=seed, margin=margin, precision=precision,
+                                    channels_last=channels_last, compile=compile)
             qname = engine.effective_quantizer(engine.quantizers[0])  # "auto" resolved per attack and budget
             settings: dict[str, Any] = {"protocol": PROTOCOL, "model": m, **engine.identity(), "quantizer": qname,
                                         "verify": "file"}
@@ -308,7 +310,8 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                   compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
                   title: str | None = None, quantizer: str = "auto", quality: int = 90,
                   size: str = "model", victim: str = "pil+both", margin: float = 0.0,
-                  ray: RayOptions | None = None) -> BenchmarkResult:
+                  ray: RayOptions | None = None, precision: str = "fp32", channels_last: bool = False,
+                  compile: bool = False) -> BenchmarkResult:
     """Benchmark ``models`` against ``attacks`` on an image set; store, summarize and report.
 
     images: image files or folders (see :func:`advimage.data.discover`), or ImageItems.
@@ -319,6 +322,8 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
     quantizer, quality: the quantizer of white-box outputs (``auto`` or any registered one: smart, jpeg, ...)
         and its JPEG quality. size, victim: as in :class:`advimage.engine.Settings` (the thesis's
         RoBIC protocol attacks at the model's resolution: ``size="model"``).
+    precision, channels_last, compile: faster attack and quantizer passes (:mod:`advimage.models.fast`);
+        the files are verified in fp32.
     models may name defended classifiers, e.g. ``efficientnet_lite0+jpeg:75``.
     seed: seeds torch and the attacks (per batch, see :func:`batch_seed`).
     batch_size: images per attack call and per committed batch; part of what makes rows
@@ -377,7 +382,8 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                                  "it (finished configurations are reused), or choose another output folder")
     try:
         jobs = make_jobs(model_list, attack_list, steps=steps, queries=queries, df=df, seed=seed,
-                         quantizer=quantizer, quality=quality, size=size, victim=victim, margin=margin)
+                         quantizer=quantizer, quality=quality, size=size, victim=victim, margin=margin,
+                         precision=precision, channels_last=channels_last, compile=compile)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
     console = console or stderr_console()
