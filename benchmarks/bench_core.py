@@ -8,7 +8,7 @@
 
 (3) ``--passes fp32,bf16,channels_last,compile`` (or ``+`` mixes): BP and the quantizer through
     each kind of pass (:mod:`advimage.models.fast`), timed against forward+backward passes of the
-    same kind; the files are checked by the fp32 model.
+    same kind; the quantizer runs in fp32 and the files are checked by the fp32 model.
 
 Usage: python benchmarks/bench_core.py IMAGES [--limit 16] [--steps 100] [--batch-size 16]
        [--passes fp32] [--peers foolbox_ddn,torchattacks_cw] [--out FILE]
@@ -101,8 +101,9 @@ def pass_options(variant: str) -> dict:
 
 
 def time_bp(fast, model, x, y, steps: int, batch_size: int) -> dict:
-    """BP (``steps`` gradients) and smart quantization through ``fast``, timed against ``steps``
-    forward+backward passes of ``fast``; the files are read back and checked by ``model`` (fp32)."""
+    """BP (``steps`` gradients) through ``fast``, timed against ``steps`` forward+backward passes of
+    ``fast``, then smart quantization by ``model`` (fp32, as the engine does); the files are read
+    back and checked by ``model``."""
     dev = x.device
     t_bp = t_fb = t_q = 0.0
     advs, succ_float, d_float, q_imgs = [], [], [], []
@@ -116,7 +117,7 @@ def time_bp(fast, model, x, y, steps: int, batch_size: int) -> dict:
         sync(dev)
         t_bp += time.perf_counter() - t0
         t0 = time.perf_counter()
-        q = advimage.quantize_spatial(fast, xb, res.x_adv, yb, df=1)
+        q = advimage.quantize_spatial(model, xb, res.x_adv, yb, df=1)  # in fp32, as the engine does
         sync(dev)
         t_q += time.perf_counter() - t0
         advs.append(res.x_adv)

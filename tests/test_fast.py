@@ -114,7 +114,9 @@ def test_bf16_success_is_never_reported_without_fp32_confirmation(tmp_path):
     for row in rows:
         # the originals are checked in fp32 (under autocast every one would look misclassified) ...
         assert row.status != "misclassified"
-        # ... and so are the files: the bf16 attack "succeeds" at once, the fp32 model is not fooled
+        # ... the quantizer runs in fp32 too: the bf16 attack "succeeds" at once, the file does not ...
+        assert row.quantize_success is False
+        # ... and the file is verified by the fp32 model
         x = advimage.codec.decode(row.data).float()[None]
         fooled = bool(model(x).argmax(1).item() != row.label)
         assert row.verified == fooled and not fooled and row.status == "failed"
@@ -141,3 +143,21 @@ def test_cli_passes_reach_the_engine_and_the_bench_records_them(tmp_path, tiny_r
                  "--precision", "bf16", "--out", str(tmp_path / "a"), "--no-figures", "--quiet", "--json"]) in (0, 1)
     rows = json.loads((tmp_path / "a" / "results.json").read_text())
     assert rows[0]["status"] in ("fooled", "failed") and rows[0]["gradients"] <= 12
+
+
+@pytest.mark.parametrize("victim", ["both", "pil+both"])
+def test_fast_passes_at_native_size_attack_every_path_and_verify_in_fp32(tmp_path, tiny_registered, victim):
+    model = advimage.models.get(tiny_registered)
+    rng = np.random.default_rng(4)
+    items = []
+    for i in range(2):
+        path = tmp_path / f"n{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+        items.append(ImageItem(path))
+    settings = Settings(steps=30, quantizers=("scaled",), victim=victim, channels_last=True)
+    rows = run_batch(model, items, settings)
+    plain = run_batch(model, items, Settings(steps=30, quantizers=("scaled",), victim=victim))
+    # channels_last changes only the memory layout: the same verdicts as the plain passes
+    assert [r.status for r in rows] == [r.status for r in plain]
+    assert all(r.verified == (r.status == "fooled") for r in rows)
+    assert any(r.status == "fooled" and set(r.verified_paths) >= {"float", "pil"} for r in rows)

@@ -47,14 +47,14 @@ def quality_list(value: str) -> tuple[int, ...]:
 
 
 def add_pass_arguments(p: argparse.ArgumentParser) -> None:
-    """``--precision``, ``--channels-last``, ``--compile``: faster attack and quantizer passes
+    """``--precision``, ``--channels-last``, ``--compile``: faster attack passes
     (:mod:`advimage.models.fast`); files are verified in fp32 either way."""
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="the attack's and quantizer's passes under bf16 autocast (files still verified in fp32)")
+                   help="the attack's passes under bf16 autocast (the quantizer and the verification stay fp32)")
     p.add_argument("--channels-last", action="store_true",
                    help="feed the network channels_last (NHWC) tensors (faster convolutions on GPUs)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network for the attack and the quantizer (first batches pay the compilation)")
+                   help="torch.compile the network for the attack's passes (first batches pay the compilation)")
 
 
 def pass_options(args: argparse.Namespace) -> dict:

@@ -48,6 +48,7 @@ from .data import ImageItem
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
 from .models.fast import PRECISIONS, fast_classifier
+from .models.protocol import MultiPathClassifier
 from .quantize import AUTO, default_quantizer
 from .quantize import spec as quantizer_spec
 
@@ -79,8 +80,9 @@ class Settings:
     for a higher-is-better score; at native size only, through a gradient attack; the margin is
     then in score units.
     precision (``fp32`` or ``bf16`` autocast), channels_last, compile (``torch.compile``): faster
-    passes for the attack and the quantizer (:mod:`advimage.models.fast`); the originals' check and
-    the files' verification stay in fp32 with the model as loaded.
+    passes for the attack (:mod:`advimage.models.fast`); the originals' check, the quantizer and
+    the files' verification stay in fp32 with the model as loaded (bf16 floats that fool bf16 passes
+    mostly do not fool fp32 ones: docs/results.md).
     """
 
     attack: str = "bp"
@@ -157,7 +159,7 @@ class Settings:
 
     @property
     def fast(self) -> bool:
-        """Whether the attack's and the quantizer's passes differ from the fp32 model's."""
+        """Whether the attack's passes differ from the model's as loaded (fp32)."""
         return self.precision != "fp32" or self.channels_last or self.compile
 
     @property
@@ -384,11 +386,11 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     dev = model.device
     x0 = x0_u8.to(dev).float()
     n = x0.shape[0]
-    qmodel = quantizer_model(model, settings, attacked)
-    # the originals are checked as the files will be verified: by the model as loaded (fp32)
-    check = (quantizer_model(model, settings, attacked_model(model, settings, fast=False), fast=False)
-             if settings.fast else qmodel)
-    logits0 = _logits(check, x0)
+    # faster passes serve the attack only: the originals' check and the quantizer, whose forwards
+    # decide which file is written, run with the model as loaded (fp32), as the verification does
+    qmodel = (quantizer_model(model, settings, attacked_model(model, settings, fast=False), fast=False)
+              if settings.fast else quantizer_model(model, settings, attacked))
+    logits0 = _logits(qmodel, x0)
     targeted = settings.target is not None
     regression = settings.target_score is not None
     base_rows = [dict(file=str(it.path), key=key, height=int(x0.shape[-2]), width=int(x0.shape[-1]))
@@ -414,7 +416,7 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     if logits0.ndim == 3:  # several victim paths: every one must be fooled
         crit = AllPaths(crit)
         quant_crit = AllPaths(quant_crit)
-        if qmodel is attacked:
+        if isinstance(attacked, MultiPathClassifier):  # the attack goes through the same paths
             attack_crit = crit
     already = crit.success(logits0)
     todo = (~already).nonzero().flatten()

@@ -322,7 +322,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
     quantizer, quality: the quantizer of white-box outputs (``auto`` or any registered one: smart, jpeg, ...)
         and its JPEG quality. size, victim: as in :class:`advimage.engine.Settings` (the thesis's
         RoBIC protocol attacks at the model's resolution: ``size="model"``).
-    precision, channels_last, compile: faster attack and quantizer passes (:mod:`advimage.models.fast`);
+    precision, channels_last, compile: faster attack passes (:mod:`advimage.models.fast`);
         the files are verified in fp32.
     models may name defended classifiers, e.g. ``efficientnet_lite0+jpeg:75``.
     seed: seeds torch and the attacks (per batch, see :func:`batch_seed`).

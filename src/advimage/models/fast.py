@@ -1,14 +1,16 @@
-"""Faster passes for the attack and the quantizer: bf16 autocast, channels_last, torch.compile.
+"""Faster passes for the attack: bf16 autocast, channels_last, torch.compile.
 
 :class:`FastClassifier` runs a classifier's network with the input in ``channels_last`` memory
 format (convolutions then pick NHWC kernels, faster on tensor cores), under
 ``torch.autocast(dtype=bfloat16)`` (matrix products and convolutions in bf16, the rest in fp32), and
 through ``torch.compile``. Its logits are fp32, and gradients reach the fp32 pixels.
 
-The engine uses it for the attack's and the quantizer's passes only (:class:`advimage.engine.Settings`
-``precision``, ``channels_last``, ``compile``): every file is still verified by the fp32 model, so
-bf16 can cost success (a file adversarial in bf16 but not in fp32 is reported as not fooling) but
-never claim a success that fp32 does not confirm. The weights are shared, not copied.
+The engine uses it for the attack's passes only (:class:`advimage.engine.Settings` ``precision``,
+``channels_last``, ``compile``). The originals' check, the quantizer and the verification of every
+file use the model as loaded: BP's bf16 floats sit on the boundary of the bf16 passes and mostly do
+not fool the fp32 model (docs/results.md), so the quantizer, whose forwards decide what is written,
+must see fp32 logits, and no success is claimed on the faster passes' word. The weights are
+shared, not copied.
 """
 
 from __future__ import annotations
