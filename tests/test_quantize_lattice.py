@@ -129,6 +129,23 @@ def test_lattice_reaches_the_integer_optimum_of_a_binary_linear_model(walks):
         assert cost <= float((s.pixels.float() - x0).pow(2).sum())
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(["irls", "prox", "int"]), st.integers(1, 12), st.integers(5, 40))
+def test_lattice_never_costs_more_than_scaled_rounding_of_the_same_floats(seed, walk, walk_steps, bp_steps):
+    """The guarantee of :func:`quantize_lattice`, on any machine: its file is adversarial wherever
+    scaled rounding of the attack's floats is, and its integer cost Σ k² is never higher, for any walk
+    and budget (a short or unlucky walk can end on a costlier file: then the plain one is kept)."""
+    model, x0, y, _, _ = _binary_linear_case(seed % 50)
+    res = get("bp")(model, x0, y, steps=bp_steps)
+    q = quantize_lattice(model, x0, res.x_adv, y, walks=((walk, walk_steps),))
+    s = quantize_scaled(model, x0, res.x_adv, y)
+    assert (q.success | ~s.success).all()
+    assert ((model(q.pixels.float()).argmax(1) != y) == q.success).all()
+    cost_q = (q.pixels.float() - x0).pow(2).flatten(1).sum(1)
+    cost_s = (s.pixels.float() - x0).pow(2).flatten(1).sum(1)
+    assert (cost_q[s.success] <= cost_s[s.success]).all()
+
+
 @pytest.mark.parametrize("name, walk_checks, gradients", [("lattice", 1, 31), ("lattice-prox", 2, 46), ("lattice-int", 1, 50)])
 def test_lattice_files_are_adversarial_and_the_budget_is_counted(multiclass_problem, name, walk_checks, gradients):
     model, x, y = multiclass_problem

@@ -234,8 +234,11 @@ def quantize_lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
                      steps: int = 10, walk_steps: int = WALK_STEPS, prune_rounds_: int = PRUNE_ROUNDS,
                      prune_steps: int = 8, walks: Sequence[tuple[str, int]] | None = None) -> QuantizedImages:
     """:func:`lattice_walk`, then :func:`~advimage.quantize.scaled.quantize_scaled` (``steps``
-    forwards) and ``prune_rounds_`` pruning rounds. Where the walked floats do not round to an
-    adversarial file, the attack's own floats are rounded instead (``steps`` more forwards there).
+    forwards) and ``prune_rounds_`` pruning rounds. The attack's own floats are rounded the same
+    way (``steps`` more forwards), and per image the adversarial file of lower integer cost is
+    returned: the walk's file, or that one where the walk does not pay (or does not round to an
+    adversarial file). So the result never costs more than ``quantize_scaled`` of ``x_adv`` with the
+    same ``steps``, whatever the floating-point rounding of the machine.
 
     ``walks`` replaces the walk by a chain of (name in :data:`WALKS`, steps), each started from the
     previous one's output, e.g. (("irls", 30), ("prox", 15)).
@@ -263,19 +266,28 @@ def quantize_lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
     # the walked floats sit near the lattice (entries near 0 or ±1): start the scale search at s = 1;
     # start_scale's quantile of |u| can fall among the near-zero entries and waste the search
     q = quantize_scaled(model, x0, walked, y, targeted=targeted, steps=steps, start=torch.ones(len(x0)))
-    pixels, success = q.pixels.float(), q.success.clone()
     forwards += q.forwards.to(forwards)
-    failed = (~success).nonzero().flatten()
-    if failed.numel():
-        sub = y[failed] if isinstance(y, Tensor) else y.subset(failed)
-        again = quantize_scaled(model, x0[failed], xa[failed], sub, targeted=targeted, steps=steps)
-        pixels[failed], success[failed] = again.pixels.float(), again.success
-        forwards[failed] += again.forwards.to(forwards)
-    merged = QuantizedImages(pixels=pixels.to(torch.uint8), success=success, distortion=distortion(pixels, x0),
-                             lam=q.lam, gradients=gradients, forwards=forwards, suffix=".png")
-    if prune_rounds_ < 1:
-        return merged
-    return prune_rounds(model, x0, merged, y, targeted=targeted, prune_steps=prune_steps, rounds=prune_rounds_)
+    walked_file = QuantizedImages(pixels=q.pixels, success=q.success, distortion=q.distortion, lam=q.lam,
+                                  gradients=gradients, forwards=forwards, suffix=".png")
+    if prune_rounds_ >= 1:
+        walked_file = prune_rounds(model, x0, walked_file, y, targeted=targeted, prune_steps=prune_steps,
+                                   rounds=prune_rounds_)
+    plain = quantize_scaled(model, x0, xa, y, targeted=targeted, steps=steps)
+    return _cheaper(walked_file, plain, x0)
+
+
+def _cheaper(a: QuantizedImages, b: QuantizedImages, x0: Tensor) -> QuantizedImages:
+    """Per image, ``a``'s file unless ``b``'s is adversarial and costs less (Σ k², integers) or ``a``'s
+    is not adversarial; passes are the sum of both (both were spent). Same (N, 3, H, W) pixels."""
+    cost_a = (a.pixels.float() - x0).pow(2).flatten(1).sum(1)
+    cost_b = (b.pixels.float() - x0).pow(2).flatten(1).sum(1)
+    take_b = b.success & (~a.success | (cost_b < cost_a))
+    pick = batch_view(take_b)
+    pixels = torch.where(pick, b.pixels, a.pixels)
+    return QuantizedImages(pixels=pixels, success=torch.where(take_b, b.success, a.success),
+                           distortion=distortion(pixels.float(), x0), lam=torch.where(take_b, b.lam, a.lam),
+                           gradients=a.gradients + b.gradients.to(a.gradients),
+                           forwards=a.forwards + b.forwards.to(a.forwards), suffix=".png")
 
 
 def _register_chain(name: str, walks: tuple[tuple[str, int], ...], description: str) -> None:
