@@ -243,7 +243,7 @@ def quantize_lattice(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
     ``walks`` replaces the walk by a chain of (name in :data:`WALKS`, steps), each started from the
     previous one's output, e.g. (("irls", 30), ("prox", 15)).
 
-    Passes per image: ``walk_steps + prune_rounds_`` gradients; 1 + ``steps`` (+ ``steps``) +
+    Passes per image: ``walk_steps + prune_rounds_`` gradients; 1 + 2 ``steps`` +
     ``prune_rounds_ * prune_steps`` forwards (with ``walks``, their steps and one forward each).
     """
     x0 = _as_pixels(x0, 1.0).round()
