@@ -33,6 +33,7 @@ import torch
 import advimage
 from advimage.data import discover
 from advimage.engine import Settings, run_batch
+from advimage.quantize import spec as quantizer_spec
 
 
 def _dfs(text: str) -> list[float]:
@@ -65,7 +66,9 @@ def main() -> None:
     results, floats, seconds, attack_steps = [], {}, {}, None
     for fw in qsteps:
         for df in args.dfs:
-            settings = Settings(attack=args.attack, steps=args.steps, quantizers=qs, size="model", df=df,
+            takes_df = any(q != "auto" and quantizer_spec(q).uses_df for q in qs)
+            settings = Settings(attack=args.attack, steps=args.steps, quantizers=qs, size="model",
+                                df=df if takes_df else None,
                                 quantizer_steps=fw, seed=args.seed)
             attack_steps = settings.attack_steps
             qs = settings.quantizers  # "auto" resolved
@@ -74,7 +77,7 @@ def main() -> None:
             for s in range(0, len(items), args.batch_size):
                 rows.extend(run_batch(model, items[s:s + args.batch_size], settings))
             seconds[f"df={_df_name(df)},forwards={fw}"] = time.perf_counter() - t0
-            by = {q: {r.key: r for r in rows if r.quantizer == settings.effective_quantizer(q)} for q in qs}
+            by = {q: {r.key: r for r in rows if r.quantizer == q} for q in qs}
             first = by[qs[0]]
             attacked = [k for k, r in first.items() if r.status not in ("misclassified", "error")]
             floats[(df, fw)] = {k: first[k].attack_distortion for k in attacked}

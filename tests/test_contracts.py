@@ -28,7 +28,7 @@ def test_public_api_is_pinned():
     assert set(quantize.names()) >= {"smart", "round", "none", "jpeg"}
 
 
-def _toy_quantizer(model, x0, x_adv, y, *, targeted=False, **_):
+def _toy_quantizer(model, x0, x_adv, y, *, targeted=False):
     """Toy: move every pixel a whole level towards the attack's output (ceil/floor away from x0)."""
     u = x_adv - x0.float()
     xq = (x0.float() + torch.sign(u) * torch.ceil(u.abs())).clamp(0, 255)
@@ -40,7 +40,7 @@ def _toy_quantizer(model, x0, x_adv, y, *, targeted=False, **_):
 
 
 def test_a_toy_quantizer_plugs_into_the_engine(tmp_path, tiny_registered):
-    quantize.register("toy-ceil", suffix=".png", gradients=0, uses_df=False,
+    quantize.register("toy-ceil", suffix=".png", gradients=0, forwards=1,
                       description="test: whole levels away from x0")(_toy_quantizer)
     try:
         g = np.random.default_rng(3)
@@ -141,7 +141,7 @@ def test_all_paths_criterion_needs_every_path():
     assert crit.subset(torch.tensor([1])).success(logits[1:]).tolist() == [True]
 
 
-def test_victim_both_runs_two_paths_and_label_attacks_fall_back(tiny_registered):
+def test_victim_both_runs_two_paths_and_label_attacks_are_refused_it(tiny_registered):
     from advimage.engine import attacked_model
     from advimage.models.protocol import MultiPathClassifier
 
@@ -153,8 +153,9 @@ def test_victim_both_runs_two_paths_and_label_attacks_fall_back(tiny_registered)
     assert out.shape == (2, 2, 10)
     assert torch.allclose(out[:, 1], model(torch.nn.functional.interpolate(x, size=(32, 38), mode="bilinear",
                                                                            antialias=True)[..., 3:35]), atol=1e-3)
-    # label-only attacks go through the PIL path; their quantizer still needs both paths fooled
-    assert Settings(attack="ddn", victim="both").effective_victim == "pil+both"
+    # label-only attacks cannot take the worst-path loss: refused, naming the victim that works
+    with pytest.raises(ValueError, match="use victim 'pil\\+both'"):
+        Settings(attack="ddn", victim="both")
     assert Settings(attack="bp", victim="both").effective_victim == "both"
     assert Settings().effective_victim == "pil+both"  # the default
     assert Settings(attack="surfree").identity()["victim"] == "pil+both"

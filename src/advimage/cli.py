@@ -55,8 +55,10 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
                         "lattice: 30 more BP steps in the files' integer-cost metric, then scaled; scaled: the "
                         "perturbation amplified and rounded to PNG (no gradient); smart: §7.2 to PNG; jpeg: §7.3 "
                         "DCT-domain to .jpg; round: plain rounding; none: floats (.npy)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality factor for --quantize jpeg (1-100)")
-    p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization (0, 1, 2, ..., inf)")
+    p.add_argument("--quality", type=int, default=None,
+                   help="JPEG quality factor for --quantize jpeg/jpeg-pixels (1-100, default 90)")
+    p.add_argument("--df", type=_df, default=None,
+                   help="degree of freedom of smart/jpeg/stego quantization (0, 1, 2, ..., inf; default 1)")
     p.add_argument("--target", type=int, default=None, help="target class index (targeted attack)")
     p.add_argument("--regressor", default=None, choices=regressor_names(),
                    help="attack an image-quality regressor instead of --model (thesis App. A); brisque: quality = "
@@ -187,7 +189,7 @@ def _validate(args) -> None:
 
     if args.attack not in attack_names():
         fail(f"unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
-    if not 1 <= args.quality <= 100:
+    if args.quality is not None and not 1 <= args.quality <= 100:
         fail("--quality must be in [1, 100]")
     if args.target is not None and not 0 <= args.target < 1000:
         fail("--target must be a class index in [0, 1000)")

@@ -50,6 +50,7 @@ from .images import ImageReadError, load_for_model, read_image
 from .models.fast import PRECISIONS, fast_classifier
 from .models.protocol import MultiPathClassifier
 from .quantize import AUTO, default_quantizer
+from .quantize import names as quantizer_names
 from .quantize import spec as quantizer_spec
 
 SIZES = ("native", "model")
@@ -88,8 +89,8 @@ class Settings:
     attack: str = "bp"
     steps: int = 100
     quantizers: tuple[str, ...] = (AUTO,)
-    df: float = 1.0
-    quality: int = 90
+    df: float | None = None
+    quality: int | None = None
     target: int | None = None
     size: str = "native"
     victim: str = "pil+both"
@@ -114,6 +115,7 @@ class Settings:
             quantizer_spec(q)
         if not self.quantizers:
             raise ValueError("at least one quantizer is needed")
+        self._refuse_ignored_options(a)
         a.settings(**self.attack_params)
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; valid: {', '.join(SIZES)}")
@@ -123,9 +125,9 @@ class Settings:
             raise ValueError("steps must be >= 1")
         if not (self.margin >= 0 and math.isfinite(self.margin)):
             raise ValueError(f"margin must be a finite number >= 0, got {self.margin}")
-        if not 1 <= self.quality <= 100:
+        if not 1 <= self.quality_value <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
-        if not (math.isinf(self.df) or (self.df >= 0 and self.df == int(self.df))):
+        if not (math.isinf(self.df_value) or (self.df_value >= 0 and self.df_value == int(self.df_value))):
             raise ValueError(f"df must be a non-negative integer or inf, got {self.df}")
         if self.downscaler is not None:
             from .resize import RESIZE_METHODS
@@ -156,6 +158,72 @@ class Settings:
             raise ValueError("precision, channels_last and compile apply to classifiers, not to a regressor")
         if not a.black_box and self.steps <= self.quantizer_gradients:
             raise ValueError(f"steps must exceed the quantizer's {self.quantizer_gradients} gradient(s)")
+        if a.black_box and self.attack_steps < 1:
+            raise ValueError(f"steps must exceed the {self.overhead_queries} queries of the originals' check and "
+                             f"the quantizer's search (black box: every model call is a query)")
+
+    def _refuse_ignored_options(self, a) -> None:
+        """An option that no chosen quantizer, attack or path would use is an error, not a no-op."""
+        specs = [quantizer_spec(q) for q in self.quantizers]
+        names = ", ".join(self.quantizers)
+        for option, value, used in (("df", self.df, [s.uses_df for s in specs]),
+                                    ("quality", self.quality, [s.uses_quality for s in specs])):
+            if value is not None and not any(used):
+                users = [n for n in quantizer_names() if getattr(quantizer_spec(n), f"uses_{option}")]
+                raise ValueError(f"{option} applies to the quantizers {', '.join(users)}; {names} "
+                                 f"do(es) not use it")
+        if a.black_box:
+            needs = [s.name for s in specs if s.gradients > 0]
+            if needs:
+                free = [n for n in quantizer_names() if quantizer_spec(n).gradients == 0]
+                raise ValueError(f"attack {self.attack!r} is black box (no gradient): quantizer(s) {', '.join(needs)} "
+                                 f"need gradients; choose among {', '.join(free)}")
+        if self.victim == "both" and a.labels_only:
+            raise ValueError(f"victim 'both' (a worst-path loss over two paths) needs an attack that accepts any "
+                             f"criterion; {self.attack!r} needs labels: use victim 'pil+both' (the attack through PIL, "
+                             f"the quantizer through both paths)")
+        if (self.downscaler or self.ensemble) and self.victim in ("both", "float"):
+            raise ValueError(f"victim {self.victim!r} does not apply with a downscaler or an ensemble (they replace "
+                             f"the victim's resize)")
+
+    @property
+    def df_value(self) -> float:
+        """``df``, 1 where not given (Ch. 7's default)."""
+        return 1.0 if self.df is None else float(self.df)
+
+    @property
+    def quality_value(self) -> int:
+        """``quality``, 90 where not given."""
+        return 90 if self.quality is None else int(self.quality)
+
+    def quantizer_options(self, name: str, targeted: bool = False) -> dict[str, Any]:
+        """The options the engine passes quantizer ``name``: only those it takes."""
+        qs = quantizer_spec(name)
+        out: dict[str, Any] = {"targeted": targeted} if "targeted" in qs.options else {}
+        if "steps" in qs.options:
+            out["steps"] = self.quantizer_steps
+        if qs.uses_df:
+            out["df"] = self.df_value
+        if qs.uses_quality:
+            out["quality"] = self.quality_value
+        return out
+
+    @property
+    def query_paths(self) -> int:
+        """Model calls per image in one forward of the quantizer's classifier (the paths it checks)."""
+        if self.size == "model" or self.target_score is not None or self.downscaler:
+            return 1
+        if self.ensemble:
+            from .resize import DOWNSCALERS
+            return len(DOWNSCALERS)
+        return 2 if self.effective_victim in ("both", "pil+both") else 1
+
+    @property
+    def overhead_queries(self) -> int:
+        """Black box: the queries a row spends outside the attack, at most: the originals' check and
+        the quantizer's forwards, each through every checked path."""
+        forwards = max(quantizer_spec(q).max_forwards(self.quantizer_steps) for q in self.quantizers)
+        return self.query_paths * (1 + forwards)
 
     @property
     def fast(self) -> bool:
@@ -168,26 +236,21 @@ class Settings:
 
     @property
     def attack_steps(self) -> int:
-        """The attack's own budget: ``steps`` less the quantizer's gradients (white box)."""
+        """The attack's own budget: ``steps`` less the quantizer's gradients (white box), less the
+        originals' check and the quantizer's queries (black box, :attr:`overhead_queries`)."""
+        if attack_spec(self.attack).black_box:
+            return self.steps - self.overhead_queries
         return self.steps - self.quantizer_gradients
 
     @property
     def effective_victim(self) -> str:
-        """``both`` needs an attack that accepts any criterion; label-only attacks get ``pil+both``
-        (the quantizer still makes the file fool both paths)."""
+        """The victim's resize, or ``pil`` with a downscaler, ``ensemble`` with an ensemble (other
+        combinations are refused at construction)."""
         if self.downscaler:
             return "pil"
         if self.ensemble:
             return "ensemble"
-        if self.victim == "both" and attack_spec(self.attack).labels_only:
-            return "pil+both"
         return self.victim
-
-    def effective_quantizer(self, name: str) -> str:
-        """Black-box attacks already output integers: gradient quantizers become ``round`` for them."""
-        if attack_spec(self.attack).black_box and quantizer_spec(name).gradients > 0:
-            return "round"
-        return name
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the rows (for a store's settings hash): attack with its
@@ -197,10 +260,12 @@ class Settings:
             "attack": self.attack, "attack_params": a.settings(**self.attack_params), "budget": self.steps,
             "budget_unit": a.budget, "black_box": a.black_box, "seed": self.seed, "targeted": self.target is not None,
             "target": self.target, "size": self.size,
-            "quantizers": [quantizer_spec(self.effective_quantizer(q)).settings(self.df, self.quality)
+            "quantizers": [quantizer_spec(q).settings(self.df_value, self.quality_value)
                            for q in self.quantizers], "quantizer_steps": self.quantizer_steps,
             "margin": self.margin,
         }
+        if a.black_box:  # every model call of a row is a query (earlier stores counted the attack's alone)
+            out["queries_counted"] = "attack+originals+quantizer"
         if self.fast:  # only when set, so that the stores of earlier runs keep their hash
             out["passes"] = dict(precision=self.precision, channels_last=self.channels_last, compile=self.compile)
         if self.target_score is not None:
@@ -426,20 +491,21 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
         done = dict(score=base_rows[j]["original_score"]) if regression else dict(
             adversarial_label=int(pred0[j]), adversarial_name=model.class_name(int(pred0[j])))
         for q in settings.quantizers:
-            result[j].append(Row(**base_rows[j], **done, quantizer=settings.effective_quantizer(q),
-                                 status="misclassified", distortion=0.0, verified=True, forwards=1))
+            result[j].append(Row(**base_rows[j], **done, quantizer=q,
+                                 status="misclassified", distortion=0.0, verified=True, forwards=1,
+                                 queries=settings.query_paths if aspec.black_box else 0))
     if not todo.numel():
         return result
     sub = crit.subset(todo)
     xs, xs_u8 = x0[todo], x0_u8[todo]
     x_start = xs
     compression: Tensor | None = None
-    if any(settings.effective_quantizer(q) == "jpeg" for q in settings.quantizers):
+    if "jpeg" in settings.quantizers:
         from .jpeg.io import compress
         # thesis §7.4.1: the attack starts from the JPEG-compressed original
-        plain = compress(xs_u8.cpu(), settings.quality).to(dev).float()
+        plain = compress(xs_u8.cpu(), settings.quality_value).to(dev).float()
         compression = distortion(plain, xs)
-        if all(settings.effective_quantizer(q) == "jpeg" for q in settings.quantizers):
+        if all(q == "jpeg" for q in settings.quantizers):
             x_start = plain
     torch.manual_seed(settings.seed)
     params = dict(settings.attack_params)
@@ -448,20 +514,20 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     res = aspec.run(attacked, x_start, attack_crit.subset(todo), steps=settings.attack_steps, targeted=targeted,
                     **params)
     for q in settings.quantizers:
-        qname = settings.effective_quantizer(q)
+        qname = q
         qs = quantizer_spec(qname)
-        qr = qs.run(qmodel, xs, res.x_adv, quant_crit.subset(todo), df=settings.df, quality=settings.quality,
-                    targeted=targeted,
-                    steps=settings.quantizer_steps)
+        qr = qs.run(qmodel, xs, res.x_adv, quant_crit.subset(todo), **settings.quantizer_options(qname, targeted))
         for m, j in enumerate(todo.tolist()):
             data = qr.encode(m)
             row = Row(**base_rows[j], quantizer=qname, suffix=qs.suffix, data=data,
                       attack_success=bool(res.success[m]), attack_distortion=_num(res.distortion[m]),
                       quantize_success=bool(qr.success[m]), lam=_num(qr.lam[m]),
                       gradients=int(res.gradients[m]) + int(qr.gradients[m]),
-                      forwards=1 + int(res.forwards[m]) + int(qr.forwards[m]), queries=int(res.queries[m]),
+                      forwards=1 + int(res.forwards[m]) + int(qr.forwards[m]),
+                      queries=_queries(settings, int(res.queries[m]), int(qr.forwards[m]), aspec.black_box),
                       compression_distortion=None if compression is None or qname != "jpeg"
                       else _num(compression[m]))
+            _check_budget(row, settings, aspec.black_box)
             one = _plain(sub).subset(torch.tensor([m], device=dev))
             if regression:
                 _verify_score(row, model, x0_u8[j], one)
@@ -469,6 +535,22 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
                 _verify(row, model, x0_u8[j], one, settings)
             result[j].append(row)
     return result
+
+
+def _queries(settings: Settings, attack_queries: int, quantizer_forwards: int, black_box: bool) -> int:
+    """A row's label queries: for black-box attacks every model call (the attack's, the originals'
+    check and the quantizer's forwards, each through every checked path); 0 for white-box rows."""
+    if not black_box:
+        return attack_queries
+    return attack_queries + settings.query_paths * (1 + quantizer_forwards)
+
+
+def _check_budget(row: Row, settings: Settings, black_box: bool) -> None:
+    """A row never spends more than ``steps`` of its budget unit; anything else is a bug here."""
+    spent = row.queries if black_box else row.gradients
+    if spent > settings.steps:
+        raise RuntimeError(f"{row.file}: {settings.attack} + {row.quantizer} spent {spent} "
+                           f"{'queries' if black_box else 'gradients'} for a budget of {settings.steps}")
 
 
 def _plain(crit):

@@ -46,12 +46,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="compare several attacks on each model (Fig. 6.1 style overlay), e.g. fgsm,ifgsm,pgd,bp,cw,ddn")
     p.add_argument("--steps", type=_positive, default=100, help="gradient budget per image of white-box attacks")
     p.add_argument("--queries", type=_positive, default=5000, help="query budget per image of black-box attacks")
-    p.add_argument("--df", type=_df, default=1.0, help="degree of freedom of smart quantization (white box)")
+    p.add_argument("--df", type=_df, default=None,
+                   help="degree of freedom of smart/jpeg/stego quantization (default 1; refused by other quantizers)")
     from ..quantize import names as quantizer_names
     p.add_argument("--quantize", default="auto", choices=["auto", *quantizer_names()],
-                   help="quantizer of white-box outputs (black-box outputs are integers: PNG); auto: lattice-int when "
-                        "--steps >= 100, lattice from 62, else scaled")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality for --quantize jpeg")
+                   help="quantizer of white-box outputs; auto: lattice-int when --steps >= 100, lattice from 62, else scaled. "
+                        "Black-box jobs use it where it needs no gradient, else jpeg-pixels (for jpeg) or scaled")
+    p.add_argument("--quality", type=int, default=None, help="JPEG quality for --quantize jpeg/jpeg-pixels (default 90)")
     p.add_argument("--margin", type=float, default=0.0, help="κ (logits) the quantized images must reach")
     add_pass_arguments(p)
     p.add_argument("--size", default="model", choices=["model", "native"],

@@ -57,6 +57,8 @@ from ..images import ImageReadError, load_for_model, read_image
 from ..models import PixelClassifier
 from ..models.specs import check as check_model_spec
 from ..progress import progress_bar, stderr_console
+from ..quantize import AUTO
+from ..quantize import spec as quantizer_spec
 from .metrics import OperatingCurve, RobustnessSummary, summarize_rows, unquantized_curves
 from .report import GalleryItem, ModelRow, ReportFiles, example_item, plot_curves, table_rows, write_report
 from .store import COLUMNS, DB_NAME, ResultStore
@@ -155,30 +157,56 @@ def check_names(models: Sequence[str], attacks: Sequence[str]) -> None:
             raise UnknownAttackError(f"unknown attack {name!r}; valid attacks: {', '.join(valid)}")
 
 
-def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float,
-              seed: int, quantizer: str = "auto", quality: int = 90, size: str = "model",
+def make_jobs(models: Sequence[str], attacks: Sequence[str], *, steps: int, queries: int, df: float | None,
+              seed: int, quantizer: str = "auto", quality: int | None = None, size: str = "model",
               victim: str = "pil+both", margin: float = 0.0, precision: str = "fp32", channels_last: bool = False,
               compile: bool = False) -> list[Job]:
     """The (model, attack) jobs of a benchmark, models outer, attacks inner, in the given order.
 
     White-box attacks get ``steps`` gradients (attack + quantizer) and ``quantizer``; black-box
-    ones ``queries`` queries and their integer output written as PNG (``round``). The settings
-    hold the engine's :meth:`~advimage.engine.Settings.identity` (effective hyperparameters).
+    ones ``queries`` queries (every model call of a row counted) and :func:`black_box_quantizer`.
+    ``df``/``quality`` (None: the quantizers' defaults) go to the jobs whose quantizer takes them
+    and are refused where none does. The settings hold the engine's
+    :meth:`~advimage.engine.Settings.identity` (effective hyperparameters).
     """
+    _refuse_unused_options(quantizer, df, quality)
     jobs = []
     for m in models:
         for label in attacks:
             name, budget = parse_attack(label)
             black = attack_spec(name).black_box
             budget = budget or (queries if black else steps)
-            engine = EngineSettings(attack=name, steps=budget, quantizers=(quantizer,), df=df, quality=quality,
+            asked = black_box_quantizer(quantizer) if black else quantizer
+            qs = None if asked == AUTO else quantizer_spec(asked)
+            engine = EngineSettings(attack=name, steps=budget, quantizers=(asked,),
+                                    df=df if qs is not None and qs.uses_df else None,
+                                    quality=quality if qs is not None and qs.uses_quality else None,
                                     size=size, victim=victim, seed=seed, margin=margin, precision=precision,
                                     channels_last=channels_last, compile=compile)
-            qname = engine.effective_quantizer(engine.quantizers[0])  # "auto" resolved per attack and budget
+            qname = engine.quantizers[0]  # "auto" resolved per attack and budget
             settings: dict[str, Any] = {"protocol": PROTOCOL, "model": m, **engine.identity(), "quantizer": qname,
                                         "verify": "file"}
             jobs.append(Job(m, name, label, black, budget, qname, settings, engine))
     return jobs
+
+
+def black_box_quantizer(quantizer: str) -> str:
+    """The quantizer of a bench's black-box jobs: ``quantizer`` where it needs no gradient, else
+    ``jpeg-pixels`` for a JPEG quantizer and ``auto`` (``scaled``) for the others."""
+    if quantizer == AUTO or quantizer_spec(quantizer).gradients == 0:
+        return quantizer
+    return "jpeg-pixels" if quantizer_spec(quantizer).suffix == ".jpg" else AUTO
+
+
+def _refuse_unused_options(quantizer: str, df: float | None, quality: int | None) -> None:
+    """``--df``/``--quality`` given while no quantizer of the bench takes them: refused."""
+    used = [quantizer_spec(q) for q in ([quantizer] if quantizer != AUTO else [])]
+    used += [quantizer_spec(black_box_quantizer(quantizer))] if black_box_quantizer(quantizer) != AUTO else []
+    if df is not None and not any(s.uses_df for s in used):
+        raise ConfigError(f"--df applies to the quantizers smart, smart-prune, jpeg and the stego ones; "
+                          f"--quantize {quantizer} does not use it")
+    if quality is not None and not any(s.uses_quality for s in used):
+        raise ConfigError(f"--quality applies to --quantize jpeg or jpeg-pixels; --quantize {quantizer} does not use it")
 
 
 def batch_seed(seed: int, model: str, attack: str, index: int) -> int:
@@ -305,10 +333,10 @@ class _Tally:
 def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[ImageItem],
                   models: str | Sequence[str] = "efficientnet_lite0", *,
                   attacks: str | Sequence[str] = DEFAULT_ATTACKS, steps: int = 100, queries: int = 5000,
-                  df: float = 1, limit: int | None = None, seed: int = 0, batch_size: int = 16,
+                  df: float | None = None, limit: int | None = None, seed: int = 0, batch_size: int = 16,
                   device: str | None = None, out: str | os.PathLike = "runs/bench", resume: bool = False,
                   compare: bool = False, gallery: int = 2, progress: bool = True, console: Any = None,
-                  title: str | None = None, quantizer: str = "auto", quality: int = 90,
+                  title: str | None = None, quantizer: str = "auto", quality: int | None = None,
                   size: str = "model", victim: str = "pil+both", margin: float = 0.0,
                   ray: RayOptions | None = None, precision: str = "fp32", channels_last: bool = False,
                   compile: bool = False) -> BenchmarkResult:
@@ -318,9 +346,9 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
     models, attacks: names (or comma-separated strings); an attack may carry its own budget as
         ``NAME:BUDGET``. White-box attacks get ``steps`` gradients per image, black-box ones
         (:data:`BLACK_BOX_ATTACKS`) ``queries`` label queries.
-    df: degree of freedom of the smart quantization of white-box outputs. limit: first N images.
-    quantizer, quality: the quantizer of white-box outputs (``auto`` or any registered one: smart, jpeg, ...)
-        and its JPEG quality. size, victim: as in :class:`advimage.engine.Settings` (the thesis's
+    df: degree of freedom of smart quantization (None: 1; refused where no quantizer takes it).
+    limit: first N images. quantizer, quality: the quantizer of white-box outputs (``auto`` or any
+        registered one: smart, jpeg, ...; see :func:`black_box_quantizer`) and its JPEG quality (None: 90). size, victim: as in :class:`advimage.engine.Settings` (the thesis's
         RoBIC protocol attacks at the model's resolution: ``size="model"``).
     precision, channels_last, compile: faster attack passes (:mod:`advimage.models.fast`);
         the files are verified in fp32.
@@ -359,7 +387,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         raise ConfigError("batch_size must be >= 1")
     if limit is not None and limit < 1:
         raise ConfigError("limit must be >= 1 (or None for all images)")
-    if not (math.isinf(df) or (df >= 0 and df == int(df))):
+    if df is not None and not (math.isinf(df) or (df >= 0 and df == int(df))):
         raise ConfigError(f"df must be a non-negative integer or inf, got {df}")
     if gallery < 0:
         raise ConfigError("gallery must be >= 0")

@@ -14,6 +14,7 @@ quantizers, DCT coefficients for JPEG); None = ones = squared L2 (Ch. 7). Stegan
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -62,18 +63,57 @@ class QuantizedImages:
 QuantizerFn = Callable[..., QuantizedImages]
 
 
+#: the options the engine may pass a quantizer; each quantizer's signature says which it takes
+OPTIONS = ("targeted", "steps", "df", "quality", "cost")
+
+
+class QuantizerOptionError(ValueError):
+    """A quantizer was given an option it does not take (it would have been silently ignored)."""
+
+
 @dataclass(frozen=True)
 class QuantizerSpec:
     """A registered quantizer: its function, file suffix, the most gradients it uses per image
-    (the engine keeps them inside the user's budget), and what it is."""
+    (the engine keeps them inside the user's budget), and what it is.
+
+    options: the keyword options its function takes (from its signature; anything else is refused
+    by :meth:`run`). forwards: the most forward passes per image of a gradient-free quantizer, or
+    None where it is the ``steps`` option (the λ or scale search); black-box rows count them as
+    queries (:meth:`max_forwards`).
+    """
 
     name: str
-    run: QuantizerFn
+    fn: QuantizerFn
     suffix: str
     gradients: int
     description: str
-    uses_df: bool = True
-    uses_quality: bool = False
+    options: frozenset[str] = frozenset()
+    forwards: int | None = None
+
+    @property
+    def uses_df(self) -> bool:
+        return "df" in self.options
+
+    @property
+    def uses_quality(self) -> bool:
+        return "quality" in self.options
+
+    @property
+    def uses_cost(self) -> bool:
+        return "cost" in self.options
+
+    def max_forwards(self, steps: int) -> int:
+        """The most forward passes per image (gradient-free quantizers: what a black-box row pays)."""
+        return self.forwards if self.forwards is not None else steps
+
+    def run(self, model: Any, x0: Tensor, x_adv: Tensor, y: Any, **options: Any) -> QuantizedImages:
+        """Run the quantizer; an option it does not take raises :class:`QuantizerOptionError`."""
+        unknown = sorted(set(options) - self.options)
+        if unknown:
+            raise QuantizerOptionError(
+                f"quantizer {self.name!r} takes no option {', '.join(unknown)} (its options: "
+                f"{', '.join(sorted(self.options)) or 'none'})")
+        return self.fn(model, x0, x_adv, y, **options)
 
     def settings(self, df: float, quality: int, cost: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"quantizer": self.name}
@@ -94,11 +134,21 @@ class UnknownQuantizerError(KeyError):
         return str(self.args[0])
 
 
-def register(name: str, *, suffix: str, gradients: int, description: str, uses_df: bool = True,
-             uses_quality: bool = False) -> Callable[[QuantizerFn], QuantizerFn]:
-    """Register a quantizer function under ``name`` (decorator)."""
+def _options(fn: QuantizerFn) -> frozenset[str]:
+    """The keyword options ``fn`` takes; a catch-all ``**kwargs`` is refused (options would vanish)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise TypeError(f"quantizer {fn.__name__!r}: name the options it takes instead of **kwargs "
+                        f"(choose among {', '.join(OPTIONS)})")
+    return frozenset(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def register(name: str, *, suffix: str, gradients: int, description: str,
+             forwards: int | None = None) -> Callable[[QuantizerFn], QuantizerFn]:
+    """Register a quantizer function under ``name`` (decorator). Its keyword-only parameters, among
+    :data:`OPTIONS`, are the options it takes; ``forwards``: see :class:`QuantizerSpec`."""
     def deco(fn: QuantizerFn) -> QuantizerFn:
-        _QUANTIZERS[name] = QuantizerSpec(name, fn, suffix, gradients, description, uses_df, uses_quality)
+        _QUANTIZERS[name] = QuantizerSpec(name, fn, suffix, gradients, description, _options(fn), forwards)
         return fn
     return deco
 

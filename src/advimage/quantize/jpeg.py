@@ -181,17 +181,17 @@ def _verify(coeffs: Tensor, pixels: Tensor, success: Tensor, quality: int,
     return filed, success
 
 
-@register("jpeg", suffix=".jpg", gradients=1, uses_quality=True,
+@register("jpeg", suffix=".jpg", gradients=1,
           description="§7.3 DCT-domain smart quantization, written as JPEG coefficients (jpeglib, 4:4:4)")
 def jpeg(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1, quality: int = 90,
-         targeted: bool = False, cost: Tensor | None = None, steps: int = 10, **_: object) -> QuantizedImages:
+         targeted: bool = False, cost: Tensor | None = None, steps: int = 10) -> QuantizedImages:
     return quantize_jpeg(model, x0.float(), x_adv, y, quality=quality, df=df, n=steps, targeted=targeted, cost=cost)
 
 
-@register("jpeg-pixels", suffix=".jpg", gradients=0, uses_df=False, uses_quality=True,
+@register("jpeg-pixels", suffix=".jpg", gradients=0, forwards=1,
           description="plain rounding, then a plain Pillow JPEG at --quality (the BPDA baseline's output)")
 def jpeg_pixels(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, quality: int = 90,
-                targeted: bool = False, **_: object) -> QuantizedImages:
+                targeted: bool = False) -> QuantizedImages:
     """Round the attack's pixels and compress them with Pillow at ``quality``; success is the
     model's verdict on the decoded JPEG (one forward)."""
     from .. import codec

@@ -295,10 +295,10 @@ def _register_chain(name: str, walks: tuple[tuple[str, int], ...], description: 
     gradients, plus the pruning round's, are the registry's count)."""
 
     def run(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-            steps: int = 10, **_: object) -> QuantizedImages:
+            steps: int = 10) -> QuantizedImages:
         return quantize_lattice(model, x0, x_adv, y, targeted=targeted, steps=steps, walks=walks)
 
-    register(name, suffix=".png", gradients=sum(n for _, n in walks) + PRUNE_ROUNDS, uses_df=False,
+    register(name, suffix=".png", gradients=sum(n for _, n in walks) + PRUNE_ROUNDS,
              description=description)(run)
 
 

@@ -65,10 +65,9 @@ def prune(model: nn.Module, x0: Tensor, xq: Tensor, y: Tensor | Criterion, *, ta
           description="§7.2 smart quantization, then greedy pruning of the ±k changes (re-linearized at x_q, "
                       "bisection on how many to undo)")
 def smart_prune(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
-                targeted: bool = False, cost: Tensor | None = None, steps: int = 10,
-                prune_steps: int = 8, rounds: int = 2, **_: object) -> QuantizedImages:
+                targeted: bool = False, cost: Tensor | None = None, steps: int = 10) -> QuantizedImages:
     q = quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, cost=cost, steps=steps)
-    return prune_rounds(model, x0, q, y, targeted=targeted, prune_steps=prune_steps, rounds=rounds)
+    return prune_rounds(model, x0, q, y, targeted=targeted, rounds=2)
 
 
 def prune_rounds(model: nn.Module, x0: Tensor, q: QuantizedImages, y: Tensor | Criterion, *, targeted: bool = False,

@@ -90,18 +90,18 @@ def quantize_scaled(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cri
     return _result(x_best, x0, found | start_adv, best_s, oracle)
 
 
-@register("scaled", suffix=".png", gradients=0, uses_df=False,
+@register("scaled", suffix=".png", gradients=0,
           description="the attack's perturbation amplified and rounded, x0 + round(s u), the smallest adversarial "
                       "s searched with forward passes (no gradient)")
 def scaled(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-           steps: int = 10, **_: object) -> QuantizedImages:
+           steps: int = 10) -> QuantizedImages:
     return quantize_scaled(model, x0, x_adv, y, targeted=targeted, steps=steps)
 
 
-@register("scaled-prune", suffix=".png", gradients=2, uses_df=False,
+@register("scaled-prune", suffix=".png", gradients=2,
           description="scaled rounding, then two rounds of greedy pruning of the changes (re-linearized at x_q)")
 def scaled_prune(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-                 steps: int = 10, prune_steps: int = 8, rounds: int = 2, **_: object) -> QuantizedImages:
+                 steps: int = 10) -> QuantizedImages:
     q = quantize_scaled(model, x0, x_adv, y, targeted=targeted, steps=steps)
-    return prune_rounds(model, x0, q, y, targeted=targeted, prune_steps=prune_steps, rounds=rounds)
+    return prune_rounds(model, x0, q, y, targeted=targeted, rounds=2)
 

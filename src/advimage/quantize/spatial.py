@@ -202,21 +202,21 @@ def _checked(model: nn.Module, x0: Tensor, x: Tensor, y: Tensor | Criterion, tar
 @register("smart", suffix=".png", gradients=1,
           description="§7.2 smart quantization to 8-bit PNG (eqs. 7.8, 7.15, 7.16; λ searched on the quantized image)")
 def smart(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
-          targeted: bool = False, cost: Tensor | None = None, steps: int = 10, **_: object) -> QuantizedImages:
+          targeted: bool = False, cost: Tensor | None = None, steps: int = 10) -> QuantizedImages:
     return quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, cost=cost, steps=steps)
 
 
-@register("round", suffix=".png", gradients=0, uses_df=False,
+@register("round", suffix=".png", gradients=0, forwards=1,
           description="plain rounding to 8-bit PNG (the baseline Table 7.1 contrasts)")
-def rounding(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-             **_: object) -> QuantizedImages:
+def rounding(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *,
+             targeted: bool = False) -> QuantizedImages:
     xq = round_pixels(x_adv)
     return _checked(model, x0.float(), xq.float(), y, targeted, ".png", xq)
 
 
-@register("none", suffix=".npy", gradients=0, uses_df=False,
+@register("none", suffix=".npy", gradients=0, forwards=1,
           description="no quantization: the attack's float pixels, kept as .npy (not an image)")
-def no_quantization(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-                    **_: object) -> QuantizedImages:
+def no_quantization(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *,
+                    targeted: bool = False) -> QuantizedImages:
     xa = x_adv.detach().float().clamp(0, 255)
     return _checked(model, x0.float(), xa, y, targeted, ".npy", xa)

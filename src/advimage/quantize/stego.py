@@ -243,7 +243,7 @@ def _lattice_search(oracle: LossOracle, x0: Tensor, k: Tensor, grad: Tensor, low
 
 def _spatial_stego(weight_fn):
     def run(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
-            targeted: bool = False, steps: int = 10, **_: object):
+            targeted: bool = False, steps: int = 10) -> QuantizedImages:
         weight = weight_fn(_as_pixels(x0, 1.0))
         return quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, steps=steps, cost=weight)
     return run
@@ -261,5 +261,5 @@ mipod = register("mipod", suffix=".png", gradients=1,
           description="Ch. 8 GINA: MiPOD costs over 12 lattices, green first, CMD updates (eq. 8.5); "
                       "quantizer steps are per lattice")
 def gina(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
-         targeted: bool = False, steps: int = 8, **_: object):
+         targeted: bool = False, steps: int = 8) -> QuantizedImages:
     return quantize_gina(model, x0, x_adv, y, df=df, targeted=targeted, steps=steps)
