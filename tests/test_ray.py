@@ -4,6 +4,7 @@ mid-task is retried without loss or duplicate, the driver killed is finished by 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from advimage.bench import run_benchmark  # noqa: E402
+from advimage.bench.store import DB_NAME  # noqa: E402
 from advimage.distributed import ModelRef, RayOptions, RayUnavailableError, executor  # noqa: E402
 from advimage.data import discover  # noqa: E402
 from advimage.engine import Settings, attack_files  # noqa: E402
@@ -29,7 +31,7 @@ from bench_tiny import TINY, make_image_set  # noqa: E402
 TESTS = str(Path(__file__).parent)
 KW = dict(steps=12, queries=120, batch_size=2, gallery=1, progress=False)
 ATTACKS = "bp,surfree"
-OPTIONS = RayOptions(workers=2, imports=("bench_tiny",))
+OPTIONS = RayOptions(workers=2, threads=1, imports=("bench_tiny",))  # one CPU and one thread per task
 DELAY = "0.01"  # seconds per forward in the workers: batches last long enough to be killed midway
 
 
@@ -59,7 +61,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def local_reference(image_set, tmp_path_factory):
     n = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the Ray workers (one thread each)
+    torch.set_num_threads(1)  # as the Ray workers (OPTIONS: one thread each)
     try:
         return run_benchmark(image_set, TINY, attacks=ATTACKS, out=tmp_path_factory.mktemp("local") / "run", seed=3,
                              **KW)
@@ -196,6 +198,21 @@ def test_attack_on_ray_writes_the_local_files(cluster, image_set, tmp_path):
     for name in written:
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     assert sum(w["images"] for w in stats[0].summary()) == len(items)
+
+
+def test_workers_run_with_the_drivers_thread_count_by_default(cluster, image_set, tmp_path):
+    """The thread count changes the convolutions' last bits: workers take the driver's, and the
+    run records it (Ray reserves as many CPUs per task)."""
+    n = torch.get_num_threads()
+    options = RayOptions(workers=1, imports=("bench_tiny",))
+    assert options.torch_threads == n and options.cpus == n
+    with executor(options) as ex:
+        ex.model_info(ModelRef(TINY))
+        assert {w["threads"] for w in ex.stats.summary()} == {n}
+    run_benchmark(image_set, TINY, attacks="bp", out=tmp_path / "run", ray=options, limit=2, **KW)
+    settings = json.loads(sqlite3.connect(tmp_path / "run" / DB_NAME).execute(
+        "SELECT settings FROM runs").fetchone()[0])
+    assert settings["threads"] == n
 
 
 def test_missing_ray_or_plugin_is_a_clear_error(monkeypatch):

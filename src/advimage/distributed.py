@@ -11,8 +11,11 @@ multi-node cluster needs no shared file system.
 - Faults: a worker process that dies mid-task (killed, out of memory, node lost) makes Ray run the
   task again (``max_retries``); a task that still fails gives error rows for its batch and the
   run goes on. A unit's result is committed once, when it arrives: nothing is duplicated.
-- Determinism: each unit carries its own seed (per batch, never per worker), so the rows equal a
-  local run's with the same seed.
+- Determinism: each unit carries its own seed (per batch, never per worker), and every worker runs
+  torch with the driver's thread count (the intra-op thread count changes the convolutions'
+  reduction order, hence the logits' last bits, and BP's trajectory amplifies it: 1 vs 2 threads
+  moved BP's distortions by up to 4%). So on one machine the rows are bit-identical to a local run's
+  with the same seed and thread count; ``--threads`` sets it for both, and the run records it.
 """
 
 from __future__ import annotations
@@ -57,15 +60,17 @@ class RayOptions:
         ``"HOST:6379"`` or ``"ray://HOST:10001"`` a remote one.
     workers: tasks running at once (default: as many as the cluster's CPUs, or GPUs with
         ``gpus_per_worker``, allow). For a local cluster it also sizes the cluster.
-    cpus_per_worker, gpus_per_worker: Ray resources of each task (fractions of a GPU allowed).
-    threads: torch CPU threads per worker (default: ``cpus_per_worker`` rounded, at least 1).
+    cpus_per_worker, gpus_per_worker: Ray resources of each task (fractions of a GPU allowed);
+        None CPUs: the task's threads (GPU tasks: 1).
+    threads: torch CPU threads per worker (default: this process's, i.e. a local run's, so that
+        the rows are a local run's bit for bit).
     max_retries: Ray's retries of a task whose worker process died.
     imports: modules each worker imports first (e.g. one that registers custom models).
     """
 
     address: str | None = None
     workers: int | None = None
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None
     gpus_per_worker: float = 0.0
     threads: int | None = None
     max_retries: int = 3
@@ -74,16 +79,26 @@ class RayOptions:
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be >= 1")
-        if self.cpus_per_worker <= 0 and self.gpus_per_worker <= 0:
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0 and self.gpus_per_worker <= 0:
             raise ValueError("a worker needs cpus_per_worker > 0 or gpus_per_worker > 0")
-        if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
+        if (self.cpus_per_worker or 0) < 0 or self.gpus_per_worker < 0:
             raise ValueError("cpus_per_worker and gpus_per_worker must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1")
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
 
     @property
     def torch_threads(self) -> int:
-        return self.threads or max(1, round(self.cpus_per_worker))
+        """The workers' torch threads: ``threads``, else this process's."""
+        return self.threads or _current_threads()
+
+    @property
+    def cpus(self) -> float:
+        """The CPUs Ray reserves per task: ``cpus_per_worker``, else its threads (GPU tasks: 1)."""
+        if self.cpus_per_worker is not None:
+            return self.cpus_per_worker
+        return 1.0 if self.gpus_per_worker else float(self.torch_threads)
 
 
 def import_ray() -> Any:
@@ -115,7 +130,7 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
     kwargs: dict[str, Any] = {"address": "local", "log_to_driver": False, "include_dashboard": False}
     if options.address in (None, "local"):
         if options.workers:
-            kwargs["num_cpus"] = max(1, int(round(options.workers * options.cpus_per_worker)))
+            kwargs["num_cpus"] = max(1, int(round(options.workers * options.cpus)))
             if options.gpus_per_worker:
                 kwargs["num_gpus"] = max(1, int(round(options.workers * options.gpus_per_worker + 0.4999)))
     else:
@@ -139,6 +154,8 @@ def _worker_model(ref: ModelRef, threads: int, imports: tuple[str, ...]) -> tupl
     import torch
 
     torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = False  # the fastest algorithm may change from run to run
+    torch.backends.cudnn.deterministic = True
     import_plugins(imports)
     loaded = False
     if _STATE.get("ref") != ref:
@@ -163,8 +180,10 @@ def execute_unit(ref: ModelRef, fn: Callable[..., Any], engine_settings: Any, ar
             attacked_cache[key] = attacked_model(model, engine_settings)
         kwargs = {**kwargs, "attacked": attacked_cache[key]}
     result = fn(model, *args, **kwargs)
+    import torch
+
     info = {"host": socket.gethostname(), "pid": os.getpid(), "seconds": time.perf_counter() - t0,
-            "model_loaded": loaded}
+            "model_loaded": loaded, "threads": torch.get_num_threads()}
     return result, info
 
 
@@ -196,10 +215,11 @@ class Unit:
 
 @dataclass
 class WorkerStats:
-    """Per worker process: units and images done, seconds busy, models loaded."""
+    """Per worker process: units and images done, seconds busy, models loaded, torch threads."""
 
     host: str
     pid: int
+    threads: int = 0
     units: int = 0
     images: int = 0
     seconds: float = 0.0
@@ -219,6 +239,7 @@ class RunStats:
         """Account a finished task (``unit=False``: a model-info call, counted only for its load)."""
         key = (info["host"], info["pid"])
         w = self.workers.setdefault(key, WorkerStats(info["host"], info["pid"]))
+        w.threads = info["threads"]
         if not unit:
             w.models_loaded += bool(info["model_loaded"])
             return
@@ -232,7 +253,7 @@ class RunStats:
     def summary(self) -> list[dict[str, Any]]:
         return [dict(host=w.host, pid=w.pid, units=w.units, images=w.images, seconds=round(w.seconds, 3),
                      images_per_s=round(w.images / w.seconds, 3) if w.seconds else None,
-                     models_loaded=w.models_loaded) for w in self.workers.values()]
+                     models_loaded=w.models_loaded, threads=w.threads) for w in self.workers.values()]
 
     @property
     def overhead_per_unit(self) -> float | None:
@@ -279,9 +300,10 @@ class RayExecutor:
 
     def __init__(self, ray: Any, options: RayOptions) -> None:
         self.ray, self.options = ray, options
+        self.threads = options.torch_threads  # resolved once: every task runs with the driver's count
         self.stats = RunStats()
         self._remote = ray.remote(execute_unit).options(
-            num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker, max_retries=options.max_retries,
+            num_cpus=options.cpus, num_gpus=options.gpus_per_worker, max_retries=options.max_retries,
             retry_exceptions=False)
         self.workers = options.workers or self._cluster_workers()
 
@@ -290,16 +312,16 @@ class RayExecutor:
         if self.options.gpus_per_worker:
             n = res.get("GPU", 0) / self.options.gpus_per_worker
         else:
-            n = res.get("CPU", 1) / self.options.cpus_per_worker
+            n = res.get("CPU", 1) / self.options.cpus
         return max(1, int(n))
 
     def _submit(self, unit: Unit) -> Any:
         return self._remote.remote(unit.model, unit.fn, unit.engine_settings, unit.args, unit.kwargs,
-                                   self.options.torch_threads, self.options.imports)
+                                   self.threads, self.options.imports)
 
     def model_info(self, ref: ModelRef) -> dict[str, Any]:
         """Config, class names and size of a model, from a worker (the driver need not load it)."""
-        result, info = self.ray.get(self._remote.remote(ref, model_info, None, (), {}, self.options.torch_threads,
+        result, info = self.ray.get(self._remote.remote(ref, model_info, None, (), {}, self.threads,
                                                         self.options.imports))
         self.stats.add(info, 0, 0.0, unit=False)
         return result
@@ -356,10 +378,11 @@ def worker_table(stats: RunStats, console: Any = None) -> None:
     from .progress import stderr_console
 
     table = Table(title="workers")
-    for col in ("host", "pid", "batches", "images", "busy s", "img/s", "model loads"):
+    for col in ("host", "pid", "threads", "batches", "images", "busy s", "img/s", "model loads"):
         table.add_column(col, justify="left" if col == "host" else "right")
     for w in stats.summary():
-        table.add_row(w["host"], str(w["pid"]), str(w["units"]), str(w["images"]), f"{w['seconds']:.1f}",
+        table.add_row(w["host"], str(w["pid"]), str(w["threads"]), str(w["units"]), str(w["images"]),
+                      f"{w['seconds']:.1f}",
                       "" if w["images_per_s"] is None else f"{w['images_per_s']:.2f}", str(w["models_loaded"]))
     (console or stderr_console()).print(table)
     if stats.failed_units:
@@ -376,7 +399,9 @@ def add_arguments(parser: Any) -> None:
                         "the cluster `ray start` runs on this node; HOST:6379 or ray://HOST:10001: a remote one")
     g.add_argument("--workers", type=int, default=None,
                    help="with --ray: tasks at once (default: as many as the cluster's CPUs/GPUs allow)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --ray: CPUs (and torch threads) per task")
+    g.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="with --ray: CPUs Ray reserves per task (default: its torch threads, i.e. --threads or this "
+                        "process's; GPU tasks: 1); the tasks run with the same threads as a local run, for the same rows")
     g.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --ray: GPUs per task (fractions allowed)")
     g.add_argument("--ray-import", action="append", default=[], metavar="MODULE",
                    help="with --ray: a module every worker imports first (e.g. one registering custom models)")
@@ -385,9 +410,10 @@ def add_arguments(parser: Any) -> None:
 def options_from_args(args: Any) -> RayOptions | None:
     """RayOptions from parsed arguments (None without ``--ray``); ValueError for bad values."""
     if args.ray is None:
-        if args.workers is not None or args.ray_import or args.gpus_per_worker:
-            raise ValueError("--workers, --gpus-per-worker and --ray-import need --ray")
+        if args.workers is not None or args.ray_import or args.gpus_per_worker or args.cpus_per_worker is not None:
+            raise ValueError("--workers, --cpus-per-worker, --gpus-per-worker and --ray-import need --ray")
         return None
     return RayOptions(address=None if args.ray == "local" else args.ray, workers=args.workers,
                       cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                      threads=getattr(args, "threads", None),
                       imports=tuple(args.ray_import))

@@ -63,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="random seed (torch and attacks)")
     p.add_argument("--batch-size", type=_positive, default=16, help="images per batch (and per commit)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (None: cuda if available)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="torch CPU threads, locally and in every Ray worker (default: torch's choice here); "
+                        "recorded in the run's settings")
     p.add_argument("--out", default="runs/bench", help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT (after a crash or Ctrl-C); finished configurations are reused")

@@ -267,7 +267,8 @@ def worker_batch(model: PixelClassifier, job: Job, items: Sequence[ImageItem], k
         extra: dict[str, Any] = {"label_source": r.label_source, "forwards": r.forwards}
         row["prediction"] = r.original_prediction
         if r.status == "misclassified":  # already adversarial: fooled at distortion 0, not attacked
-            row.update(adv_label=r.original_prediction, distortion=0.0, success=True, gradients=0, queries=0)
+            row.update(adv_label=r.original_prediction, distortion=0.0, success=True, gradients=r.gradients,
+                       queries=r.queries)
             extra["misclassified"] = True
         else:
             row.update(adv_label=r.adversarial_label, distortion=r.distortion, success=r.status == "fooled",
@@ -277,6 +278,8 @@ def worker_batch(model: PixelClassifier, job: Job, items: Sequence[ImageItem], k
                              quantize_success=r.quantize_success, lam=r.lam)
             if r.distortion_model is not None:
                 extra["distortion_model"] = r.distortion_model
+            if r.file_margin is not None:
+                extra["file_margin"] = r.file_margin
             if r.compression_distortion is not None:
                 extra["compression_distortion"] = r.compression_distortion
             if r.status == "fooled" and examples_left > 0 and r.suffix != ".npy":
@@ -419,7 +422,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
     run_settings = {"images": sources, "n_images": len(items), "models": model_list, "attacks": attack_list,
                     "steps": steps, "queries": queries, "df": df, "quantizer": quantizer, "quality": quality,
                     "size": size, "victim": victim, "margin": margin, "limit": limit, "seed": seed,
-                    "batch_size": batch_size,
+                    "batch_size": batch_size, "threads": ray.torch_threads if ray else torch.get_num_threads(),
                     "device": device, "compare": compare, "protocol": PROTOCOL,
                     "jobs": [j.settings for j in jobs]}
     errors: list[str] = []
