@@ -307,7 +307,9 @@ class Row:
     torchvision's float eval transform) for native-size runs; compression_distortion: the plain
     JPEG of the original at ``quality`` (JPEG runs: most of d is the compression itself).
     verified: the file satisfies the criterion on every verification path; verified_paths: per
-    path (``model``, ``float``, ``pil``; ``file`` for a regressor). original_score, score,
+    path (``model``, ``float``, ``pil``; ``file`` for a regressor). file_margin: by how much (logit
+    units) the file beats the criterion on its worst verification path (−loss; < 0: not fooled):
+    the room it leaves to numerical noise (``Settings.margin``). original_score, score,
     target_score: a regressor's score of the original and of the file, and the target
     (labels are then None). seconds: the batch's wall time divided by its images.
     data: the file bytes (not in :meth:`to_dict`); output: the written path, once written.
@@ -342,6 +344,7 @@ class Row:
     queries: int = 0
     verified: bool = False
     verified_paths: dict[str, bool | None] = field(default_factory=dict)
+    file_margin: float | None = None
     seconds: float = 0.0
     suffix: str = ""
     output: str | None = None
@@ -598,6 +601,8 @@ def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
             continue
         logits = model(xin[None].to(model.device))
         paths[p] = bool(crit.success(logits)[0])
+        room = -float(crit.loss(logits)[0])
+        row.file_margin = room if row.file_margin is None else min(row.file_margin, room)
         if pred_main is None or p in ("pil", settings.downscaler):
             pred_main = int(logits.argmax(1)[0])
     row.verified_paths = paths
