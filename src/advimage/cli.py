@@ -303,6 +303,7 @@ def _ray_options(args):
 
 
 def _run(args, items, out: Path) -> int:
+    from .data import LabelError
     from .engine import Settings, attack_files
     from .progress import stderr_console
 
@@ -318,9 +319,12 @@ def _run(args, items, out: Path) -> int:
     if ray is None:
         model = (load_regressor_or_exit(args.regressor, args.device) if args.regressor
                  else load_model_or_exit(args.model, args.weights, args.device))
-        rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
-                            progress=not (args.quiet or args.json), figures=not args.no_figures,
-                            console=stderr_console())
+        try:
+            rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
+                                progress=not (args.quiet or args.json), figures=not args.no_figures,
+                                console=stderr_console())
+        except LabelError as exc:
+            fail(str(exc))
         model_name = model.config.name
     else:  # the workers load the model; this process writes the files
         from .distributed import ModelRef, RayUnavailableError, worker_table
@@ -329,7 +333,7 @@ def _run(args, items, out: Path) -> int:
             rows = attack_files(ModelRef(args.model, args.weights, args.device), items, out, settings,
                                 batch_size=args.batch_size, progress=not (args.quiet or args.json),
                                 figures=not args.no_figures, console=stderr_console(), ray=ray, stats=stats)
-        except RayUnavailableError as exc:
+        except (RayUnavailableError, LabelError) as exc:
             fail(str(exc))
         if stats and not (args.quiet or args.json):
             worker_table(stats[0])
