@@ -371,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:12s} {spec(n).suffix:5s} {spec(n).description}")
         return 0
     if args.command == "experiment":
-        return args.experiment_main(args)
+        from .data import DataError
+        try:
+            return args.experiment_main(args)
+        except DataError as exc:
+            fail(str(exc))
     if args.command == "bench":
         from .bench import cli as bench_cli
         return bench_cli.run(args)
