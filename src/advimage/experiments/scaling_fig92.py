@@ -86,9 +86,8 @@ def run(images: list[str], out: Path, models: list[str], *, steps: int = 50, lim
         batch_size: int = 8, device: str | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Every model's point (kept in ``out/points/<model>.json``; ``resume`` reuses them), then the
     CSV, the plot, the Markdown table and the slopes."""
-    from ..progress import progress_bar
-
     from ..models import load_model
+    from ..progress import progress_bar
 
     items = discover(images)
     items = items[:limit] if limit else items
