@@ -1,7 +1,10 @@
+import re
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
-from advimage.data import DataError, discover
+from advimage.data import DataError, ImageItem, LabelError, check_labels, discover
 
 
 def _img(path):
@@ -43,3 +46,31 @@ def test_errors_are_clear(tmp_path):
     (tmp_path / "labels.csv").write_text("filename,label\na.png,cat\n")
     with pytest.raises(DataError, match="neither a class index"):
         discover([tmp_path])
+
+
+def test_labels_outside_the_model_classes_name_their_line(tmp_path):
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        _img(tmp_path / name)
+    (tmp_path / "labels.csv").write_text("filename,label\na.png,3\nb.png,5000\nc.png,-1\nd.png,n01530575\n")
+    items = discover([tmp_path])
+    check_labels(items[:1], 10)
+    csv_path = re.escape(str(tmp_path / "labels.csv"))
+    for item, line, text in ((items[1], 3, "5000"), (items[2], 4, "-1"), (items[3], 5, r"n01530575 \(class 10\)")):
+        with pytest.raises(LabelError, match=rf"^{csv_path}:{line}: label {text} is outside the model's 10 classes"
+                                             r" \[0, 10\)$"):
+            check_labels([item], 10)
+    check_labels([items[1], items[3]], 10000, "big")
+    with pytest.raises(LabelError, match="label 5000 is outside model big's 1000 classes"):
+        check_labels(items, 1000, "big")
+
+
+def test_wordnet_ids_in_names_are_checked_too(tmp_path):
+    folder = _img(tmp_path / "tree" / "n01530575" / "x.png").parent
+    named = _img(tmp_path / "n01530575_y.png")
+    with pytest.raises(LabelError, match=rf"^{re.escape(str(folder))}: label n01530575 \(class 10\) is outside"):
+        check_labels(discover([tmp_path / "tree"]), 10)
+    with pytest.raises(LabelError, match=rf"^{re.escape(str(named))}: label n01530575 \(class 10\)"):
+        check_labels(discover([named]), 10)
+    check_labels(discover([named]), 1000)
+    with pytest.raises(LabelError, match=r"^x.png: label 12 is outside"):
+        check_labels([ImageItem(Path("x.png"), 12)], 10)

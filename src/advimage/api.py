@@ -7,12 +7,24 @@ from torch import Tensor, nn
 
 from .attacks import AttackResult
 from .attacks import get as _get_attack
+from .data import LabelError, outside_classes
 
 
 def _pixels(x: Tensor) -> Tensor:
     if x.ndim == 3:
         x = x[None]
     return x.float()
+
+
+def _check_classes(model: nn.Module, y: Tensor) -> None:
+    """Refuse labels (or targets) outside the classes of a model that declares them."""
+    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if num_classes is None:
+        return
+    bad = ((y < 0) | (y >= num_classes)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise LabelError(outside_classes(int(y[i]), num_classes, f"y[{i}]"))
 
 
 def attack(model: nn.Module, x: Tensor, y: Tensor | int | None = None, *, attack: str = "bp", steps: int = 100,
@@ -22,6 +34,7 @@ def attack(model: nn.Module, x: Tensor, y: Tensor | int | None = None, *, attack
     x: (N, 3, H, W) or (3, H, W) pixels in [0, 255], uint8 or float. y: (N,) labels, a single int,
     or None for the model's own prediction (the class to move away from; the target if ``targeted``).
     Returns an AttackResult with float adversarial pixels; quantize them with :func:`quantize`.
+    A label outside the model's ``config.num_classes`` raises :class:`~advimage.data.LabelError`.
     """
     device = next((b.device for b in model.buffers()), None) or next(model.parameters()).device
     x = _pixels(x).to(device)
@@ -30,4 +43,5 @@ def attack(model: nn.Module, x: Tensor, y: Tensor | int | None = None, *, attack
             y = model(x).argmax(1)
     elif isinstance(y, int):
         y = torch.full((x.shape[0],), y, dtype=torch.long, device=device)
+    _check_classes(model, y)
     return _get_attack(attack)(model, x, y.to(device), steps=steps, targeted=targeted, **params)

@@ -305,6 +305,7 @@ def _ray_options(args):
 
 
 def _run(args, items, out: Path) -> int:
+    from .data import LabelError
     from .engine import Settings, attack_files
     from .progress import stderr_console
 
@@ -320,9 +321,12 @@ def _run(args, items, out: Path) -> int:
     if ray is None:
         model = (load_regressor_or_exit(args.regressor, args.device) if args.regressor
                  else load_model_or_exit(args.model, args.weights, args.device))
-        rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
-                            progress=not (args.quiet or args.json), figures=not args.no_figures,
-                            console=stderr_console())
+        try:
+            rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
+                                progress=not (args.quiet or args.json), figures=not args.no_figures,
+                                console=stderr_console())
+        except LabelError as exc:
+            fail(str(exc))
         model_name = model.config.name
     else:  # the workers load the model; this process writes the files
         from .distributed import ModelRef, RayUnavailableError, worker_table
@@ -331,7 +335,7 @@ def _run(args, items, out: Path) -> int:
             rows = attack_files(ModelRef(args.model, args.weights, args.device), items, out, settings,
                                 batch_size=args.batch_size, progress=not (args.quiet or args.json),
                                 figures=not args.no_figures, console=stderr_console(), ray=ray, stats=stats)
-        except RayUnavailableError as exc:
+        except (RayUnavailableError, LabelError) as exc:
             fail(str(exc))
         if stats and not (args.quiet or args.json):
             worker_table(stats[0])
@@ -369,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:12s} {spec(n).suffix:5s} {spec(n).description}")
         return 0
     if args.command == "experiment":
-        return args.experiment_main(args)
+        from .data import DataError
+        try:
+            return args.experiment_main(args)
+        except DataError as exc:
+            fail(str(exc))
     if args.command == "bench":
         from .bench import cli as bench_cli
         return bench_cli.run(args)

@@ -44,7 +44,7 @@ from torch import Tensor
 from . import codec, verify
 from .attacks import spec as attack_spec
 from .criteria import AllPaths, Margin, Misclassification, ScoreBelow, TargetedMisclassification
-from .data import ImageItem
+from .data import ImageItem, check_labels
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
 from .models.fast import PRECISIONS, fast_classifier
@@ -414,6 +414,14 @@ def _read(item: ImageItem, config, settings: Settings) -> Tensor:
     return read_image(item.path, item.data)
 
 
+def check_item_labels(items: Iterable[ImageItem], config: Any, settings: Settings) -> None:
+    """Refuse (:class:`~advimage.data.LabelError`) a label outside the classes of the model of
+    ``config``; a regressor's items are not checked (it does not use their labels)."""
+    num_classes = getattr(config, "num_classes", None)
+    if num_classes is not None and settings.target_score is None:
+        check_labels(items, num_classes, getattr(config, "name", None))
+
+
 def run_batch(model, items: Sequence[ImageItem], settings: Settings, keys: Sequence[str] | None = None,
               *, attacked=None) -> list[Row]:
     """Attack, quantize, encode and verify a batch of image files; nothing is written.
@@ -421,8 +429,10 @@ def run_batch(model, items: Sequence[ImageItem], settings: Settings, keys: Seque
     model: a classifier at its own resolution (see :mod:`advimage.models.protocol`). keys: names
     of the images in the rows (default: the paths). attacked: the classifier to attack, if not
     :func:`attacked_model` (e.g. a cached one). Returns one row per (item, quantizer), items in
-    order; unreadable files become ``error`` rows.
+    order; unreadable files become ``error`` rows. A label outside the model's classes raises
+    :class:`~advimage.data.LabelError`.
     """
+    check_item_labels(items, model.config, settings)
     t0 = time.perf_counter()
     keys = list(keys) if keys is not None else [str(it.path) for it in items]
     attacked = attacked if attacked is not None else attacked_model(model, settings)
@@ -676,7 +686,8 @@ def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, setting
     model: a loaded classifier; with ``ray`` (:class:`advimage.distributed.RayOptions`) a
     :class:`~advimage.distributed.ModelRef` (or model spec) that each Ray worker loads: the batches
     then run as Ray tasks, and this process alone writes the files. stats: if given, gets the
-    executor's :class:`~advimage.distributed.RunStats` appended (per-worker summary).
+    executor's :class:`~advimage.distributed.RunStats` appended (per-worker summary). A label
+    outside the model's classes raises :class:`~advimage.data.LabelError` before any attack.
     """
     from .distributed import ModelRef, Unit, executor
     from .progress import progress_bar
@@ -686,14 +697,16 @@ def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, setting
     by_item: dict[int, list[Row]] = {}
     with contextlib.ExitStack() as stack:
         if ray is None:
-            attacked = attacked_model(model, settings)
             config = model.config
+            check_item_labels(items, config, settings)
+            attacked = attacked_model(model, settings)
             results: Iterable[tuple[list[int], list[Row]]] = (
                 (idx, run_batch(model, [items[i] for i in idx], settings, attacked=attacked)) for idx in batches)
         else:
             ref = model if isinstance(model, ModelRef) else ModelRef(str(model))
             ex = stack.enter_context(executor(ray))
             config = ex.model_info(ref)["config"]
+            check_item_labels(items, config, settings)
             if stats is not None:
                 stats.append(ex.stats)
             units = (Unit(tag=idx, model=ref, fn=run_batch, args=([items[i].with_data() for i in idx], settings),

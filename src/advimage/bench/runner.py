@@ -30,6 +30,7 @@ At the end: summaries (:func:`~advimage.bench.metrics.summarize_rows`), the repo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -49,7 +50,7 @@ from ..attacks import UnknownAttackError
 from ..attacks import names as attack_names
 from ..attacks import spec as attack_spec
 from ..codec import decode, encode_png, write_atomic
-from ..data import ImageItem, discover
+from ..data import ImageItem, check_labels, discover
 from ..distributed import ModelRef, RayOptions, Unit, executor, worker_table
 from ..engine import run_batch
 from ..engine import Settings as EngineSettings
@@ -75,6 +76,10 @@ class ConfigError(ValueError):
 
 class RunExistsError(FileExistsError):
     """The output folder already holds results and ``resume`` was not asked for."""
+
+
+class LabelsChangedError(ConfigError):
+    """The run's store holds rows measured with other labels than the image set's now."""
 
 
 @dataclass(frozen=True)
@@ -370,7 +375,9 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         run's with the same seed. None: in this process.
 
     Raises UnknownModelError / UnknownAttackError (with the valid names), ConfigError (bad
-    option), DataError (no images) or RunExistsError before any work.
+    option; :class:`LabelsChangedError`: the store's rows were measured with other labels),
+    DataError (no images; :class:`~advimage.data.LabelError`: a label outside a model's classes)
+    or RunExistsError before any work.
     """
 
     t_start = time.perf_counter()
@@ -405,12 +412,14 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         items = items[:limit]
     keys = image_keys(items)
     run_dir = Path(out)
-    if not resume and (run_dir / DB_NAME).exists():
+    if (run_dir / DB_NAME).exists():
         with ResultStore(run_dir) as st:
             n = len(st)
-        if n:
-            raise RunExistsError(f"{run_dir} already holds {n} results: pass resume=True (--resume) to continue "
-                                 "it (finished configurations are reused), or choose another output folder")
+            if n and not resume:
+                raise RunExistsError(f"{run_dir} already holds {n} results: pass resume=True (--resume) to "
+                                     "continue it (finished configurations are reused), or choose another output "
+                                     "folder")
+            check_stored_labels(st, items, keys)
     try:
         jobs = make_jobs(model_list, attack_list, steps=steps, queries=queries, df=df, seed=seed,
                          quantizer=quantizer, quality=quality, size=size, victim=victim, margin=margin,
@@ -429,7 +438,20 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
     params: dict[str, float] = {}
     class_names: dict[str, list[str]] = {}
     computed = 0
-    with ResultStore(run_dir) as store, executor(ray) as ex:
+    with contextlib.ExitStack() as stack:
+        ex = stack.enter_context(executor(ray))
+
+        def model_info(m: str) -> None:
+            """Fetch a model's size and class names; refuse the labels outside its classes."""
+            if m not in params:
+                info = ex.model_info(ModelRef(m, device=device))
+                params[m] = info["parameters"] / 1e6
+                class_names[m] = info["class_names"]
+                check_labels(items, info["config"].num_classes, m)
+
+        for m in reversed(model_list):  # the first model is loaded last: its batches come first
+            model_info(m)
+        store = stack.enter_context(ResultStore(run_dir))
         store.start_run(run_settings, seed=seed)
         done = [store.done(j.model, j.label, j.quantizer, j.settings, retry_errors=True) for j in jobs]
         key_set = set(keys)
@@ -441,16 +463,9 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
             tallies.append(tally)
             examples_dirs.append(run_dir / "examples" / _slug(j.model) / _slug(j.label))
 
-        def model_info(m: str) -> None:
-            if m not in params:
-                info = ex.model_info(ModelRef(m, device=device))
-                params[m] = info["parameters"] / 1e6
-                class_names[m] = info["class_names"]
-
         def units() -> Iterator[Unit]:
-            """Batches not yet committed, models outer (each model's info fetched when reached)."""
+            """Batches not yet committed, models outer."""
             for m in model_list:
-                model_info(m)
                 for k, job in enumerate(jobs):
                     if job.model != m:
                         continue
@@ -490,8 +505,6 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                 computed += len(rows)
                 tallies[k].add(rows)
                 bar.update(tasks[k], advance=len(rows), status=tallies[k].status())
-        for m in model_list:  # every row was already committed: the report still needs each model
-            model_info(m)
         rows = collect_rows(store, jobs, keys)
         workers = ex.stats.summary()
     if ray is not None and progress:
@@ -501,6 +514,33 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                      gallery=gallery)
     result.workers = workers
     return result
+
+
+def check_stored_labels(store: ResultStore, items: Sequence[ImageItem], keys: Sequence[str]) -> None:
+    """Refuse (:class:`LabelsChangedError`) a store whose rows of these images were measured with
+    other labels than the items', naming the first such image in the items' order."""
+    stored: dict[str, dict[tuple[int | None, str | None], None]] = {}
+    for image, label, source in store.image_labels():
+        stored.setdefault(image, {})[label, source] = None
+    for item, key in zip(items, keys):
+        for label, source in stored.get(key, {}):
+            if not _same_label(item.label, label, source):
+                now = item.label if item.label is not None else "none (the model's prediction)"
+                where = f" ({item.origin.where})" if item.origin else ""
+                was = f"the model's prediction {label}" if source == "model" else f"label {label}"
+                raise LabelsChangedError(
+                    f"{store.run_dir}: image {key!r} was measured with {was}, its label is now {now}{where}; "
+                    "restore the old labels or choose another output folder")
+
+
+def _same_label(label: int | None, stored: int | None, source: str | None) -> bool:
+    """Whether a stored row's label (``source``: "file", "model", or None in rows that do not
+    record it) is the one ``label`` (None: the model's prediction) gives."""
+    if source == "model":
+        return label is None
+    if source == "file":
+        return label == stored
+    return label is None or label == stored
 
 
 def collect_rows(store: ResultStore, jobs: Sequence[Job], keys: Sequence[str]) -> list[dict[str, Any]]:

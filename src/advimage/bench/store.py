@@ -236,6 +236,16 @@ class ResultStore:
             out.append(d)
         return out
 
+    def image_labels(self) -> list[tuple[str, int | None, str | None]]:
+        """(image, label, label source) of each row without error, in commit order; the source is
+        ``"file"`` or ``"model"`` (the model's prediction), None in rows that do not record it."""
+        out = []
+        for image, label, extra in self._conn.execute(
+                "SELECT image, label, extra FROM results WHERE error IS NULL ORDER BY rowid"):
+            source = json.loads(extra).get("label_source") if extra else None
+            out.append((image, label, source))
+        return out
+
     def __len__(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 

@@ -47,8 +47,7 @@ def run(images: list[str], students: list[str], out: Path, *, model: str = "effi
     if not items:
         raise ValueError(f"no images left after skip {skip}")
     specs = [model] + [f"{model}@{Path(s) / 'student.safetensors'}" for s in students]
-    out.mkdir(parents=True, exist_ok=True)
-    bench_dir = out / "bench"
+    bench_dir = out / "bench"  # made by the bench, after its checks
     result = run_benchmark(items, specs, attacks=attack, steps=steps, seed=seed, batch_size=batch_size,
                            device=device, out=bench_dir, resume=resume, gallery=0, quantizer="smart",
                            progress=progress, title="App. B: teacher vs students")

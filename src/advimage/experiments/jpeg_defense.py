@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import encode_png, write_atomic
-from ..data import ImageItem, discover
+from ..data import ImageItem, check_labels, discover
 from ..defenses.jpeg import JpegDefense
 from ..distortion import distortion
 from ..engine import Settings, run_batch
@@ -87,6 +87,7 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
     model = load_model(model_name, device=device)
     items = discover(images)
     items = items[:limit] if limit else items
+    check_labels(items, model.config.num_classes, model_name)
     out.mkdir(parents=True, exist_ok=True)
     sources = ["none", "spatial"] + [f"jpeg{q}" for q in qualities]
     rows: list[Row] = []

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from ..data import discover
+from ..data import check_labels, discover
 from ..engine import Row, Settings, run_batch
 from .options import experiment_parser
 
@@ -30,6 +30,7 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
 
     model = load_model(model_name, device=device)
     items = discover(images)[:limit] if limit else discover(images)
+    check_labels(items, model.config.num_classes, model_name)
     settings = Settings(attack=attack, steps=steps, quantizers=tuple(KINDS), df=df, size="model", seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []

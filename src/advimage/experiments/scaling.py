@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..codec import decode, write_atomic
-from ..data import ImageItem, discover
+from ..data import ImageItem, check_labels, discover
 from ..engine import Settings, run_batch
 from ..images import read_pil
 from ..resize import DOWNSCALERS
@@ -238,6 +238,7 @@ def run_configs(images: list[str], out: Path, configs: list[str], *, model_name:
     model = load_model(model_name, device=device)
     items = discover(images)
     items = items[:limit] if limit else items
+    check_labels(items, model.config.num_classes, model_name)
     bases = prepare_bases(items, out / "bases", base_size)
     panel = MemberPanel(model)
     result = {}
@@ -569,7 +570,6 @@ def _prepare(args: argparse.Namespace) -> Path:
     if (out / "attacks").is_dir() and any((out / "attacks").glob("*/rows.jsonl")) and not args.resume:
         raise SystemExit(f"advimage: {out} already holds attacks: pass --resume to continue and reuse them, "
                          "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     settings = out / "settings.json"
     if settings.is_file():
         old = json.loads(settings.read_text())

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..data import discover
+from ..data import check_labels, discover
 from .scaling import prepare_bases
 
 
@@ -86,10 +86,13 @@ def run(images: list[str], out: Path, models: list[str], *, steps: int = 50, lim
         batch_size: int = 8, device: str | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Every model's point (kept in ``out/points/<model>.json``; ``resume`` reuses them), then the
     CSV, the plot, the Markdown table and the slopes."""
+    from ..models import load_model
     from ..progress import progress_bar
 
     items = discover(images)
     items = items[:limit] if limit else items
+    for m in models:
+        check_labels(items, load_model(m, device="cpu").config.num_classes, m)
     bases = prepare_bases(items, out / "bases")
     points_dir = out / "points"
     points_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import discover
+from ..data import check_labels, discover
 from ..defenses.feature_squeezing import FeatureSqueezingDetector
 from ..engine import Settings, run_batch, write_outputs
 from ..images import ImageReadError, load_for_model, read_image
@@ -127,6 +127,7 @@ def run(images: list[str], out: Path, *, model_name: str = "efficientnet_lite0",
     all_items = discover(images)
     items = all_items[:limit] if limit else all_items
     calib_items = all_items[len(items):len(items) + calibration]
+    check_labels(items + calib_items, model.config.num_classes, model_name)
     out.mkdir(parents=True, exist_ok=True)
     sources = ["bp", "fgsm-round"] + [f"adaptive@{d}" for d in defenses]
     # FGSM's ε search sees rounded images (model(round(x)), straight-through gradient), so that the

@@ -48,19 +48,20 @@ def variants(args) -> tuple[Variant, list[Variant], Variant | None]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from ..data import discover
+    from ..data import check_labels, discover
     from ..models import load_model
     from ..progress import progress_bar
 
     torch.manual_seed(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     items = [i for i in discover(args.images) if i.label is not None][: args.limit]
     if not items:
         raise SystemExit("no labelled images found")
+    model = load_model(args.model, device=args.device)
+    check_labels(items, model.config.num_classes, args.model)
+    out.mkdir(parents=True, exist_ok=True)
     rows = make_covers(items, out, size=args.size, train_crops=args.train_crops, test_crops=args.test_crops,
                        test_fraction=args.test_fraction, seed=args.seed)
-    model = load_model(args.model, device=args.device)
     rows = classify(model, out, rows, args.batch_size)
     train, tests, retrain = variants(args)
     made: dict[str, list[dict]] = {}
