@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .cli_types import add_pass_arguments, pass_options
 from .cli_types import df_value as _df
+from .cli_types import quantizer_name as _quantizer
 from .cli_types import positive_int as _positive
 
 EXAMPLES = """examples:
@@ -42,19 +43,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     from .models.regressors import regressor_names
-    from .quantize import names as quantizer_names
 
     p.add_argument("--model", default="efficientnet_lite0", help="registered model, or timm:<name> / torchvision:<name>")
     p.add_argument("--weights", default=None, help="weight file for the model (safetensors or torch state dict)")
     p.add_argument("--attack", default="bp", help="attack name (see `advimage attacks`)")
     p.add_argument("--steps", type=_positive, default=steps,
                    help="budget per image: gradients of attack + quantizer (white box), queries (black box)")
-    p.add_argument("--quantize", default="auto", choices=["auto", *quantizer_names()],
+    p.add_argument("--quantize", default="auto", type=_quantizer,
                    help="auto (default): lattice-int for gradient attacks with --steps >= 100, lattice from 62, else "
                         "scaled; lattice-int: 49 more BP steps with integer iterates, then scaled (smallest files); "
                         "lattice: 30 more BP steps in the files' integer-cost metric, then scaled; scaled: the "
                         "perturbation amplified and rounded to PNG (no gradient); smart: §7.2 to PNG; jpeg: §7.3 "
-                        "DCT-domain to .jpg; round: plain rounding; none: floats (.npy)")
+                        "DCT-domain to .jpg; round: plain rounding; none: floats (.npy); or a spec string such as "
+                        "smart+cost:hill+prune:1 or lattice-int+margin:0.2 (see `advimage quantizers`)")
     p.add_argument("--quality", type=int, default=None,
                    help="JPEG quality factor for --quantize jpeg/jpeg-pixels (1-100, default 90)")
     p.add_argument("--df", type=_df, default=None,
@@ -371,8 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "quantizers":
         from .quantize import names, spec
+        from .quantize.grammar import RULES, SYNTAX
         for n in names():
-            print(f"{n:12s} {spec(n).suffix:5s} {spec(n).description}")
+            s = spec(n)
+            alias = f" = {s.canonical}" if s.canonical != n else ""
+            print(f"{n:12s} {s.suffix:5s} {s.gradients:2d} grad  {s.description}{alias}")
+        print(f"\nor a spec string {SYNTAX} (RULE: {', '.join(RULES)}; +cost on smart, +walk on scaled, "
+              "+prune on both), e.g. smart+cost:hill+prune:1, lattice-int+margin:0.2")
         return 0
     if args.command == "experiment":
         from .data import DataError

@@ -60,3 +60,16 @@ def add_pass_arguments(p: argparse.ArgumentParser) -> None:
 def pass_options(args: argparse.Namespace) -> dict:
     """The :class:`advimage.engine.Settings` fields of :func:`add_pass_arguments`'s options."""
     return dict(precision=args.precision, channels_last=args.channels_last, compile=args.compile)
+
+
+def quantizer_name(value: str) -> str:
+    """``auto``, a quantizer alias or a spec string of :mod:`advimage.quantize.grammar`."""
+    from .quantize import AUTO, UnknownQuantizerError, spec
+
+    if value == AUTO:
+        return value
+    try:
+        spec(value)
+    except UnknownQuantizerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value

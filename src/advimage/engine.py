@@ -493,11 +493,17 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
             b.update(label=int(labels[j]), label_source="file" if it.label is not None else "model",
                      label_name=model.class_name(int(labels[j])), target=settings.target,
                      original_prediction=int(pred0[j]))
-    attack_crit = crit
-    quant_crit = Margin(crit, settings.margin) if settings.margin > 0 else crit
-    if logits0.ndim == 3:  # several victim paths: every one must be fooled
+    attack_crit = per_path = crit
+    paths = logits0.ndim == 3  # several victim paths: every one must be fooled
+
+    def quant_crit_of(name: str):
+        """The quantizer's criterion: the run's margin, or the quantizer's own ``+margin:κ``."""
+        kappa = settings.margin if quantizer_spec(name).margin is None else quantizer_spec(name).margin
+        out = Margin(per_path, kappa) if kappa > 0 else per_path
+        return AllPaths(out) if paths else out
+
+    if paths:
         crit = AllPaths(crit)
-        quant_crit = AllPaths(quant_crit)
         if isinstance(attacked, MultiPathClassifier):  # the attack goes through the same paths
             attack_crit = crit
     already = crit.success(logits0)
@@ -533,7 +539,8 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     for q in settings.quantizers:
         qname = q
         qs = quantizer_spec(qname)
-        qr = qs.run(qmodel, xs, res.x_adv, quant_crit.subset(todo), **settings.quantizer_options(qname, targeted))
+        qr = qs.run(qmodel, xs, res.x_adv, quant_crit_of(qname).subset(todo),
+                    **settings.quantizer_options(qname, targeted))
         for m, j in enumerate(todo.tolist()):
             data = qr.encode(m)
             row = Row(**base_rows[j], quantizer=qname, suffix=qs.suffix, data=data,

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from ..cli_types import df_value as _df
+from ..cli_types import quantizer_name as _quantizer
 from ..cli_types import add_pass_arguments, pass_options
 from ..cli_types import positive_int as _positive
 
@@ -48,12 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--queries", type=_positive, default=5000, help="query budget per image of black-box attacks")
     p.add_argument("--df", type=_df, default=None,
                    help="degree of freedom of smart/jpeg/stego quantization (default 1; refused by other quantizers)")
-    from ..quantize import names as quantizer_names
-    p.add_argument("--quantize", default="auto", choices=["auto", *quantizer_names()],
-                   help="quantizer of white-box outputs; auto: lattice-int when --steps >= 100, lattice from 62, else scaled. "
-                        "Black-box jobs use it where it needs no gradient, else jpeg-pixels (for jpeg) or scaled")
+    p.add_argument("--quantize", default="auto", type=_quantizer,
+                   help="quantizer of white-box outputs (a name or spec string, see `advimage quantizers`); auto: "
+                        "lattice-int when --steps >= 100, lattice from 62, else scaled. Black-box jobs use it where "
+                        "it needs no gradient, else jpeg-pixels (for jpeg) or scaled")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality for --quantize jpeg/jpeg-pixels (default 90)")
-    p.add_argument("--margin", type=float, default=0.0, help="κ (logits) the quantized images must reach")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="κ (logits) the quantized images must reach (0: RoBIC's protocol, the boundary distance)")
     add_pass_arguments(p)
     p.add_argument("--size", default="model", choices=["model", "native"],
                    help="model: RoBIC's protocol, images resized to the model's input; native: files at their size")

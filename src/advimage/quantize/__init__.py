@@ -1,10 +1,11 @@
 """Quantizers: float adversarial samples -> real files (8-bit PNG, JPEG coefficients, or floats).
 
 A registry of quantizers sharing one contract (:mod:`.base`): ``names()``, ``spec(name)``,
-``run(name, model, x0, x_adv, y, ...)``. Registered: ``smart`` (§7.2), ``round``, ``none``
-(:mod:`.spatial`), ``jpeg`` (§7.3, :mod:`.jpeg`), ``jpeg-pixels``, ``smart-prune`` (:mod:`.prune`),
-``scaled`` and ``scaled-prune`` (:mod:`.scaled`), ``lattice``, ``lattice-prox``, ``lattice-int``
-(:mod:`.lattice`), ``hill``, ``mipod``, ``gina`` (:mod:`.stego`).
+``run(name, model, x0, x_adv, y, ...)``. The registered rules: ``smart`` (§7.2), ``round``, ``none``
+(:mod:`.spatial`), ``jpeg`` (§7.3), ``jpeg-pixels`` (:mod:`.jpeg`), ``scaled`` (:mod:`.scaled`),
+``gina`` (:mod:`.stego`); modifiers make the rest (:mod:`.grammar`: ``smart+cost:hill``,
+``scaled+walk:int:49+prune:1``, ``+margin:0.1``), today's names (``lattice-int``, ``hill``,
+``smart-prune``...) being aliases of :data:`~.grammar.ALIASES`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from .base import (QuantizedImages, QuantizerSpec, UnknownQuantizerError, critic
                    spec)
 from .spatial import admissible_bounds, lambda_c, quantize_at, quantize_spatial, round_pixels
 from .jpeg import quantize_jpeg  # noqa: E402  (registers "jpeg" after the spatial ones)
-from .prune import smart_prune  # noqa: E402,F401  (registers "smart-prune")
-from .stego import quantize_gina  # noqa: E402,F401  (registers "hill", "mipod", "gina")
-from .scaled import quantize_scaled  # noqa: E402  (registers "scaled", "scaled-prune")
-from .lattice import quantize_lattice  # noqa: E402  (registers "lattice", "lattice-prox", "lattice-int")
+from .stego import quantize_gina  # noqa: E402,F401  (registers "gina")
+from .scaled import quantize_scaled  # noqa: E402  (registers "scaled")
+from .lattice import quantize_lattice  # noqa: E402
+from .grammar import ALIASES, RULES, Recipe, parse  # noqa: E402  (spec strings; the aliases below)
 
 
 #: the default quantizer name, resolved by :func:`default_quantizer` (engine settings, CLI)
@@ -44,6 +45,6 @@ def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) ->
     return spec(name).run(model, x0, x_adv, y, **options)
 
 
-__all__ = ["AUTO", "QuantizedImages", "QuantizerSpec", "UnknownQuantizerError", "admissible_bounds", "critical_lambda", "default_quantizer",
+__all__ = ["ALIASES", "AUTO", "RULES", "Recipe", "parse", "QuantizedImages", "QuantizerSpec", "UnknownQuantizerError", "admissible_bounds", "critical_lambda", "default_quantizer",
            "lambda_c", "names", "quantize_at", "quantize_jpeg", "quantize_lattice", "quantize_scaled", "quantize_spatial", "register", "round_pixels", "run",
            "spec"]

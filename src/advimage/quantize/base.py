@@ -79,7 +79,8 @@ class QuantizerSpec:
     options: the keyword options its function takes (from its signature; anything else is refused
     by :meth:`run`). forwards: the most forward passes per image of a gradient-free quantizer, or
     None where it is the ``steps`` option (the λ or scale search); black-box rows count them as
-    queries (:meth:`max_forwards`).
+    queries (:meth:`max_forwards`). canonical: its spec string (:mod:`.grammar`); margin: its own
+    ``+margin:κ`` (None: the run's).
     """
 
     name: str
@@ -89,6 +90,12 @@ class QuantizerSpec:
     description: str
     options: frozenset[str] = frozenset()
     forwards: int | None = None
+    canonical: str = ""
+    margin: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.canonical:
+            object.__setattr__(self, "canonical", self.name)
 
     @property
     def uses_df(self) -> bool:
@@ -134,7 +141,7 @@ class UnknownQuantizerError(KeyError):
         return str(self.args[0])
 
 
-def _options(fn: QuantizerFn) -> frozenset[str]:
+def options_of(fn: QuantizerFn) -> frozenset[str]:
     """The keyword options ``fn`` takes; a catch-all ``**kwargs`` is refused (options would vanish)."""
     params = inspect.signature(fn).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
@@ -148,21 +155,33 @@ def register(name: str, *, suffix: str, gradients: int, description: str,
     """Register a quantizer function under ``name`` (decorator). Its keyword-only parameters, among
     :data:`OPTIONS`, are the options it takes; ``forwards``: see :class:`QuantizerSpec`."""
     def deco(fn: QuantizerFn) -> QuantizerFn:
-        _QUANTIZERS[name] = QuantizerSpec(name, fn, suffix, gradients, description, _options(fn), forwards)
+        _QUANTIZERS[name] = QuantizerSpec(name, fn, suffix, gradients, description, options_of(fn), forwards)
         return fn
     return deco
 
 
 def names() -> list[str]:
-    """Registered quantizer names."""
-    return list(_QUANTIZERS)
+    """The rules and the aliases of :mod:`.grammar` (any spec string of the grammar is valid too)."""
+    from .grammar import ALIASES
+
+    return list(_QUANTIZERS) + [a for a in ALIASES if a not in _QUANTIZERS]
+
+
+_BUILT: dict[str, QuantizerSpec] = {}
 
 
 def spec(name: str) -> QuantizerSpec:
-    try:
+    """The quantizer of a registered name, an alias or a spec string (``scaled+walk:int:49+prune:1``)."""
+    if name in _QUANTIZERS:
         return _QUANTIZERS[name]
-    except KeyError:
-        raise UnknownQuantizerError(f"unknown quantizer {name!r}; valid quantizers: {', '.join(names())}") from None
+    if name not in _BUILT:
+        from .grammar import ALIASES, build, parse
+
+        recipe = parse(name)  # QuantizerSpecError (an UnknownQuantizerError) saying what is valid
+        built = build(recipe, _QUANTIZERS, name=name if name in ALIASES else None,
+                      description=ALIASES[name][1] if name in ALIASES else None)
+        _BUILT[name] = built
+    return _BUILT[name]
 
 
 def critical_lambda(loss: Tensor, u: Tensor, g: Tensor, cost: Tensor | None = None) -> Tensor:

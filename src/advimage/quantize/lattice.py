@@ -38,7 +38,7 @@ from ..criteria import Criterion
 from ..distortion import distortion
 from ..oracle import LossOracle
 from ..tensor_ops import batch_view
-from .base import QuantizedImages, register
+from .base import QuantizedImages
 from .prune import prune_rounds
 from .scaled import quantize_scaled
 from .spatial import _as_pixels
@@ -288,32 +288,3 @@ def _cheaper(a: QuantizedImages, b: QuantizedImages, x0: Tensor) -> QuantizedIma
                            distortion=distortion(pixels.float(), x0), lam=torch.where(take_b, b.lam, a.lam),
                            gradients=a.gradients + b.gradients.to(a.gradients),
                            forwards=a.forwards + b.forwards.to(a.forwards), suffix=".png")
-
-
-def _register_chain(name: str, walks: tuple[tuple[str, int], ...], description: str) -> None:
-    """Register the quantizer ``name``: :func:`quantize_lattice` with the chain ``walks`` (its
-    gradients, plus the pruning round's, are the registry's count)."""
-
-    def run(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-            steps: int = 10) -> QuantizedImages:
-        return quantize_lattice(model, x0, x_adv, y, targeted=targeted, steps=steps, walks=walks)
-
-    register(name, suffix=".png", gradients=sum(n for _, n in walks) + PRUNE_ROUNDS,
-             description=description)(run)
-
-
-#: the chains of ``lattice`` (the IRLS walk), ``lattice-prox`` (then proximal steps from its output)
-#: and ``lattice-int`` (integer iterates: half of a 100-gradient budget with the pruning round)
-LATTICE_WALKS = (("irls", WALK_STEPS),)
-LONG_WALKS = (("irls", WALK_STEPS), ("prox", 15))
-INT_WALKS = (("int", 49),)
-
-_register_chain("lattice", LATTICE_WALKS,
-                f"{WALK_STEPS} more BP steps in the metric of the files' integer cost (reweighted L1 near 0), "
-                "then scaled rounding and one pruning round")
-_register_chain("lattice-prox", LONG_WALKS,
-                f"lattice's walk, then {LONG_WALKS[1][1]} proximal steps on the same integer cost "
-                "(about 1% smaller files for 15 more gradients), scaled rounding and one pruning round")
-_register_chain("lattice-int", INT_WALKS,
-                f"{INT_WALKS[0][1]} more BP steps with integer iterates (gradient and success at the rounded "
-                "iterate, DDN's idea), then scaled rounding and one pruning round")

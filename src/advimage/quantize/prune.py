@@ -18,7 +18,7 @@ from ..criteria import Criterion
 from ..distortion import distortion
 from ..oracle import LossOracle
 from ..tensor_ops import batch_view
-from .base import QuantizedImages, register
+from .base import QuantizedImages
 from .spatial import quantize_spatial
 
 
@@ -59,15 +59,6 @@ def prune(model: nn.Module, x0: Tensor, xq: Tensor, y: Tensor | Criterion, *, ta
         hi = torch.where(active & ~ok, mid, hi)
         best = torch.where(batch_view(ok), trial, best)
     return best, lo, oracle
-
-
-@register("smart-prune", suffix=".png", gradients=3,
-          description="§7.2 smart quantization, then greedy pruning of the ±k changes (re-linearized at x_q, "
-                      "bisection on how many to undo)")
-def smart_prune(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
-                targeted: bool = False, cost: Tensor | None = None, steps: int = 10) -> QuantizedImages:
-    q = quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, cost=cost, steps=steps)
-    return prune_rounds(model, x0, q, y, targeted=targeted, rounds=2)
 
 
 def prune_rounds(model: nn.Module, x0: Tensor, q: QuantizedImages, y: Tensor | Criterion, *, targeted: bool = False,

@@ -23,7 +23,6 @@ from ..oracle import LossOracle
 from ..search import BracketSearch
 from ..tensor_ops import batch_view
 from .base import QuantizedImages, register
-from .prune import prune_rounds
 from .spatial import _as_pixels, _result
 
 #: quantile of |u| whose pixels the first trial keeps (the search then doubles or halves s)
@@ -96,12 +95,4 @@ def quantize_scaled(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cri
 def scaled(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
            steps: int = 10) -> QuantizedImages:
     return quantize_scaled(model, x0, x_adv, y, targeted=targeted, steps=steps)
-
-
-@register("scaled-prune", suffix=".png", gradients=2,
-          description="scaled rounding, then two rounds of greedy pruning of the changes (re-linearized at x_q)")
-def scaled_prune(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, targeted: bool = False,
-                 steps: int = 10) -> QuantizedImages:
-    q = quantize_scaled(model, x0, x_adv, y, targeted=targeted, steps=steps)
-    return prune_rounds(model, x0, q, y, targeted=targeted, rounds=2)
 

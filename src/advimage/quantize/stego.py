@@ -241,22 +241,6 @@ def _lattice_search(oracle: LossOracle, x0: Tensor, k: Tensor, grad: Tensor, low
     return k_out, lam_out, reached & active
 
 
-def _spatial_stego(weight_fn):
-    def run(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
-            targeted: bool = False, steps: int = 10) -> QuantizedImages:
-        weight = weight_fn(_as_pixels(x0, 1.0))
-        return quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, steps=steps, cost=weight)
-    return run
-
-
-hill = register("hill", suffix=".png", gradients=1,
-                description="Ch. 8 steganographic quantization with HILL costs ρ ℓ² (eqs. 8.3, 8.13-8.14; conseal)")(
-    _spatial_stego(hill_cost))
-mipod = register("mipod", suffix=".png", gradients=1,
-                 description="Ch. 8 steganographic quantization with MiPOD costs ℓ²/σ² (eqs. 8.4, 8.14; conseal's σ²)")(
-    _spatial_stego(mipod_cost))
-
-
 @register("gina", suffix=".png", gradients=1,
           description="Ch. 8 GINA: MiPOD costs over 12 lattices, green first, CMD updates (eq. 8.5); "
                       "quantizer steps are per lattice")
