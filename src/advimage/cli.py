@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_support import HelpFormatter, check_device, check_out_dir, fail
 from .cli_types import add_pass_arguments, pass_options
 from .cli_types import df_value as _df
 from .cli_types import positive_int as _positive
@@ -27,10 +28,6 @@ EXAMPLES = """examples:
   advimage attack photo.jpg --ensemble worst        # fools the model behind all six downscalers of §9.3
   advimage attack photo.png --regressor brisque --target-score 30   # quality (100 - BRISQUE) below 30 (App. A)
 """
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -94,15 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="advimage", description="Adversarial examples as real images.",
-                                     formatter_class=_Formatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"advimage {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="attack scikit-image's photos with EfficientNet-Lite0 and verify the files",
-                          formatter_class=_Formatter)
+                          formatter_class=HelpFormatter)
     demo.add_argument("--out", default="advimage-demo", help="output folder")
     _add_attack_options(demo)
     att = sub.add_parser("attack", help="attack image files or image sets and write verified adversarial images",
-                         formatter_class=_Formatter, epilog=EXAMPLES)
+                         formatter_class=HelpFormatter, epilog=EXAMPLES)
     att.add_argument("paths", nargs="+", help="image files, folders with labels.csv, ImageFolder trees")
     att.add_argument("--out", default="advimage-out", help="output folder")
     att.add_argument("--limit", type=_positive, default=None, help="attack only the first N images")
@@ -134,45 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("attacks", help="list attacks (white/black box, budget unit)")
     sub.add_parser("quantizers", help="list quantizers")
     return parser
-
-
-def fail(msg: str, code: int = 2) -> None:
-    """One clear line on stderr, then exit."""
-    print(f"advimage: {msg}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def check_device(device: str | None) -> str:
-    """The device to use, refused in one line if torch cannot use it."""
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        fail(f"bad --device {device!r}: use cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        fail(f"--device {device}: only cpu and cuda are supported")
-    return device
-
-
-def check_out_dir(out: str | os.PathLike) -> Path:
-    """An output folder that exists or can be made, and is writable; refused before any work."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        fail(f"--out {path}: exists and is not a folder")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        fail(f"--out {path}: {probe} is not writable")
-    return path
 
 
 def setup_torch(args) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli_support import HelpFormatter
 from ..cli_types import df_value as _df
 from ..cli_types import add_pass_arguments, pass_options
 from ..cli_types import positive_int as _positive
@@ -24,10 +25,6 @@ EXAMPLES = """examples:
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
@@ -35,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Attack every image with every model (white box: attack + quantization, a lattice walk or scaled by default; black box: "
                     "SurFree), verify on PNG-decoded pixels, store each batch (resumable), and write "
                     "OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
-        epilog=EXAMPLES, formatter_class=_Formatter)
+        epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("images", nargs="+", help="image set: folder with labels.csv, ImageFolder tree, files")
     p.add_argument("--models", default="efficientnet_lite0", help="comma-separated model names (see `advimage models`)")
     g = p.add_mutually_exclusive_group()

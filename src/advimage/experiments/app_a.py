@@ -193,7 +193,7 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
-    from ..cli import fail
+    from ..cli_support import fail
 
     if not 1 <= args.quality <= 100:
         fail("--quality must be in [1, 100]")
