@@ -52,7 +52,7 @@ from ..attacks import spec as attack_spec
 from ..codec import decode, encode_png, write_atomic
 from ..data import ImageItem, check_labels, discover
 from ..distributed import ModelRef, RayOptions, Unit, executor, worker_table
-from ..engine import run_batch
+from ..engine import attacked_cache, run_batch
 from ..engine import Settings as EngineSettings
 from ..images import ImageReadError, load_for_model, read_image
 from ..models import PixelClassifier
@@ -481,7 +481,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                                    args=(job, batch, [keys[i] for i in pending]),
                                    kwargs=dict(seed=batch_seed(seed, job.model, job.label, b),
                                                examples_left=gallery if b < gallery else 0),
-                                   engine_settings=job.engine, images=len(pending))
+                                   cached=attacked_cache(job.engine), images=len(pending))
 
         with progress_bar(progress, console) as bar:
             tasks = [bar.add_task(f"{j.model} · {j.label}", total=len(items), completed=len(d & key_set),
