@@ -50,13 +50,14 @@ class QuantizedImages:
     def encode(self, i: int) -> bytes:
         """The file bytes of image ``i`` (PNG, JPEG or .npy by ``suffix``)."""
         from .. import codec
+        from ..jpeg.io import encode_coefficients
 
         if self.suffix == ".npy":
             return codec.encode_npy(self.pixels[i])
         if self.suffix == ".jpg":
             if self.coefficients is None or self.quality is None:
                 return codec.encode_jpeg(self.pixels[i].cpu(), self.quality or 90)
-            return codec.encode_coefficients(self.coefficients[i].cpu(), self.quality, tuple(self.pixels.shape[-2:]))
+            return encode_coefficients(self.coefficients[i].cpu(), self.quality, tuple(self.pixels.shape[-2:]))
         return codec.encode_png(self.pixels[i].cpu())
 
 
