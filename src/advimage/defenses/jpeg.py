@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..jpeg.io import clamp_coefficients, compress
 from ..jpeg.transform import decode_like_libjpeg, from_dct, to_dct
 from ..models.protocol import WrappedClassifier
-from . import register
+from .registry import register
 
 BACKWARDS = ("identity", "cubic", "none")
 ENGINES = ("pillow", "torch")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.protocol import WrappedClassifier
-from . import register
+from .registry import register
 
 BACKWARDS = ("identity", "exact", "none")
 
