@@ -203,3 +203,25 @@ def test_no_import_cycles():
         cycle = _cycle_in(component, graph)
         lines.append(f"{len(component)} modules: {', '.join(component)}\n    e.g. {' -> '.join(cycle)}")
     assert not cycles, f"{len(cycles)} import cycle(s) in src/{PACKAGE}:\n" + "\n".join(lines)
+
+
+def test_moved_names_keep_their_old_import_paths():
+    """Code moved to break a cycle is still importable where users found it."""
+    import advimage.cli
+    import advimage.cli_support
+    import advimage.defenses
+    import advimage.defenses.registry
+    import advimage.detect.meta
+    import advimage.detect.store
+    import advimage.models.specs
+    import advimage.specs
+
+    for name in ("fail", "check_device", "check_out_dir", "main"):
+        assert callable(getattr(advimage.cli, name))
+    assert advimage.cli.fail is advimage.cli_support.fail
+    for name in ("apply_defense", "check", "load_classifier", "parse", "split_weights"):
+        assert getattr(advimage.models.specs, name) is getattr(advimage.specs, name)
+    for name in ("DetectorLoadError", "annotate", "read_meta", "write_meta", "versions"):
+        assert getattr(advimage.detect.store, name) is getattr(advimage.detect.meta, name)
+    for name in ("register", "get", "names", "create", "UnknownDefenseError"):
+        assert getattr(advimage.defenses, name) is getattr(advimage.defenses.registry, name)

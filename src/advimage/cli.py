@@ -249,7 +249,7 @@ def _ray_options(args):
         return None
     from .distributed import RayUnavailableError, import_plugins, options_from_args
     from .models import UnknownModelError
-    from .models.specs import check as check_model
+    from .specs import check as check_model
 
     try:
         options = options_from_args(args)

@@ -46,7 +46,7 @@ class ModelRef:
     device: str | None = None
 
     def load(self) -> Any:
-        from .models.specs import load_classifier
+        from .specs import load_classifier
 
         return load_classifier(self.spec, device=self.device, weights=self.weights)
 

@@ -41,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def class_vectors_main(args) -> int:
     from ..cli_support import check_out_dir, fail
     from ..models import UnknownModelError, WeightsError
-    from ..models.specs import load_classifier
+    from ..specs import load_classifier
     from .report import analyze_class_vectors, markdown, parse_classes
 
     try:

@@ -10,7 +10,7 @@ For every (model, attack) of a benchmark and every image of the set:
 - black box (SurFree): a label-query budget ``queries``; the attack already outputs integers;
 - the file bytes are decoded back with Pillow, and success and distortion (eq. 6.2) are
   measured on the decoded pixels (the file is the truth);
-- models may be defended classifiers (``efficientnet_lite0+jpeg:75``, see :mod:`advimage.models.specs`);
+- models may be defended classifiers (``efficientnet_lite0+jpeg:75``, see :mod:`advimage.specs`);
 - an original the model already misclassifies (prediction != label) is not attacked: it counts
   as fooled at distortion 0 (§6.2.4); an image without a label is labelled by the model itself;
 - a missing or corrupt image becomes an error row and the run goes on.
@@ -56,10 +56,10 @@ from ..engine import attacked_cache, run_batch
 from ..engine import Settings as EngineSettings
 from ..images import ImageReadError, load_for_model, read_image
 from ..models import PixelClassifier
-from ..models.specs import check as check_model_spec
 from ..progress import progress_bar, stderr_console
 from ..quantize import AUTO
 from ..quantize import spec as quantizer_spec
+from ..specs import check as check_model_spec
 from .metrics import OperatingCurve, RobustnessSummary, summarize_rows, unquantized_curves
 from .report import GalleryItem, ModelRow, ReportFiles, example_item, plot_curves, table_rows, write_report
 from .store import COLUMNS, DB_NAME, ResultStore

@@ -4,7 +4,7 @@ A defense is an ``nn.Module`` on float pixels in [0, 255] that wraps a classifie
 ``get(name)(model, **params)`` builds it, e.g. ``get("jpeg")(model, quality=75)``. Registered:
 ``jpeg``, ``random-resize``, ``bits`` and ``median`` (:mod:`.squeeze`). A factory may carry a
 ``check_arg(text)`` attribute that refuses a bad spec argument (``MODEL+bits:0``) before any model
-is built (:func:`advimage.models.specs.check`). The feature-squeezing *detector* is
+is built (:func:`advimage.specs.check`). The feature-squeezing *detector* is
 :class:`~.feature_squeezing.FeatureSqueezingDetector`.
 """
 

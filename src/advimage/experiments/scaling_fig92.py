@@ -192,7 +192,7 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from ..models import UnknownModelError
-    from ..models.specs import check
+    from ..specs import check
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
