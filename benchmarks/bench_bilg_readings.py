@@ -9,11 +9,12 @@ import argparse
 import json
 import math
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
-from advimage.models import load_model
 from advimage.codec import decode
+from advimage.models import load_model
 from advimage.resize import _filter_axis, downscale, kernel_size
 
 p = argparse.ArgumentParser()
@@ -29,7 +30,8 @@ def gaussian(k, support):
     s = 1.6 * k
     r = (support - 1) // 2
     t = torch.arange(-r, r + 1, dtype=torch.float64)
-    g = torch.exp(-t * t / (2 * s * s)); return g / g.sum()
+    g = torch.exp(-t * t / (2 * s * s))
+    return g / g.sum()
 def bilg(x, size, support):
     for dim in (2, 3):
         k = kernel_size(x.shape[dim], size)
@@ -45,8 +47,12 @@ variants = {
 }
 def bilg_small(x):
     for dim in (2, 3):
-        k = kernel_size(x.shape[dim], size); s = 1.6 * k / 3; r = math.ceil(3 * s)
-        t = torch.arange(-r, r + 1, dtype=torch.float64); g = torch.exp(-t * t / (2 * s * s)); g = g / g.sum()
+        k = kernel_size(x.shape[dim], size)
+        s = 1.6 * k / 3
+        r = math.ceil(3 * s)
+        t = torch.arange(-r, r + 1, dtype=torch.float64)
+        g = torch.exp(-t * t / (2 * s * s))
+        g = g / g.sum()
         x = _filter_axis(x, g, r, dim)
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
 variants["bilg, sigma = 1.6 k / 3 (support 2ceil(3 sigma)+1)"] = bilg_small

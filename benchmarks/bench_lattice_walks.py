@@ -52,8 +52,7 @@ from advimage.attacks import get as attack
 from advimage.data import discover
 from advimage.distortion import distortion
 from advimage.oracle import LossOracle
-from advimage.quantize import quantize_lattice, quantize_scaled, spec
-from advimage.quantize import lattice
+from advimage.quantize import lattice, quantize_lattice, quantize_scaled, spec
 from advimage.quantize.base import QuantizedImages
 
 DEFAULT_VARIANTS = "linear-opt,scaled,scaled-prune,lattice,irls:60,prox:30,prox:60,irls:30+prox:15"
@@ -193,7 +192,8 @@ def main() -> None:
     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for r in results:
         print(f"| {r['variant']} | {100 * r['success']:.1f}% | {f(r['mean_distortion'])} | {f(r['over_floats'])} | "
-              f"{r['over_floats_all']:.3f} | {r['mean_gradients']:.1f} | {r['mean_forwards']:.1f} | {r['seconds']:.0f} |")
+              f"{r['over_floats_all']:.3f} | {r['mean_gradients']:.1f} | {r['mean_forwards']:.1f} | "
+              f"{r['seconds']:.0f} |")
 
 
 if __name__ == "__main__":

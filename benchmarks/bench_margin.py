@@ -57,7 +57,8 @@ def main() -> None:
     for kappa in (float(m) for m in args.margins.split(",")):
         rows = []
         for s in range(0, len(items), 8):
-            rows.extend(run_batch(model, items[s:s + 8], Settings(steps=args.steps, size="model", margin=kappa, quantizers=("smart",))))
+            settings = Settings(steps=args.steps, size="model", margin=kappa, quantizers=("smart",))
+            rows.extend(run_batch(model, items[s:s + 8], settings))
         attacked = [r for r in rows if r.status in ("fooled", "failed")]
         fooled = [r for r in attacked if r.status == "fooled"]
         survive = {k: 0 for k in ("jpeg100", "jpeg90", "resize8bit")}

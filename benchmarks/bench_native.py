@@ -116,7 +116,8 @@ def main() -> None:
     items = items[args.offset:args.offset + args.limit]
     ref = reference_model()
     runs = [] if args.no_model_size else [("model", Settings(steps=args.steps, size="model", quantizers=("smart",)))]
-    runs += [(f"native-{v}", Settings(steps=args.steps, size="native", victim=v, quantizers=("smart",))) for v in args.victims.split(",")]
+    runs += [(f"native-{v}", Settings(steps=args.steps, size="native", victim=v, quantizers=("smart",)))
+             for v in args.victims.split(",")]
     results = []
     for name, settings in runs:
         rows, seconds = run_setting(model, items, settings, args.batch_size)

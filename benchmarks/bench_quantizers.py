@@ -119,7 +119,8 @@ def main() -> None:
     f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
     for r in results:
         print(f"| {r['quantizer']} | {r['df']} | {r['quant_steps']} | {100 * r['success']:.1f}% | "
-              f"{f(r['mean_distortion'], '.3f')} | {f(r.get('over_floats'), '.3f')} | {f(r.get('mean_ratio'), '.3f')} | "
+              f"{f(r['mean_distortion'], '.3f')} | {f(r.get('over_floats'), '.3f')} | "
+              f"{f(r.get('mean_ratio'), '.3f')} | "
               f"{r['max_gradients']} | {f(r['mean_forwards'], '.1f')} |")
     if len(args.dfs) * len(qsteps) > 1 and "none" in qs:
         for q in (q for q in qs if q != "none"):

@@ -21,7 +21,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from advimage.codec import decode
 from advimage.resize import DOWNSCALERS, downscale
 

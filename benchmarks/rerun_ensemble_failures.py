@@ -27,7 +27,8 @@ p.add_argument("--model", default="efficientnet_lite0")
 args = p.parse_args()
 src, out = Path(args.source), Path(args.out)
 old = [json.loads(line) for line in (src / "attacks" / args.config / "rows.jsonl").read_text().splitlines() if line]
-failed = {r["image"] for r in old if r["status"] not in ("misclassified", "error") and not all(r["file_fooled"].values())}
+failed = {r["image"] for r in old
+          if r["status"] not in ("misclassified", "error") and not all(r["file_fooled"].values())}
 done = {r.image for r in load_rows(out, args.config)}
 bases = [b for b in prepare_bases(discover([args.images])[:args.limit], out / "bases")
          if b.path.name in failed and b.path.name not in done]

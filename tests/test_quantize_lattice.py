@@ -14,8 +14,14 @@ from advimage.attacks import get
 from advimage.boundary_walk import boundary_step
 from advimage.distortion import distortion
 from advimage.quantize import quantize_lattice, quantize_scaled, spec
-from advimage.quantize.lattice import (_proximal_step, envelope_prox, integer_cost, integer_walk, lattice_walk,
-                                      proximal_walk)
+from advimage.quantize.lattice import (
+    _proximal_step,
+    envelope_prox,
+    integer_cost,
+    integer_walk,
+    lattice_walk,
+    proximal_walk,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -146,7 +152,8 @@ def test_lattice_never_costs_more_than_scaled_rounding_of_the_same_floats(seed, 
     assert (cost_q[s.success] <= cost_s[s.success]).all()
 
 
-@pytest.mark.parametrize("name, walk_checks, gradients", [("lattice", 1, 31), ("lattice-prox", 2, 46), ("lattice-int", 1, 50)])
+@pytest.mark.parametrize("name, walk_checks, gradients",
+                         [("lattice", 1, 31), ("lattice-prox", 2, 46), ("lattice-int", 1, 50)])
 def test_lattice_files_are_adversarial_and_the_budget_is_counted(multiclass_problem, name, walk_checks, gradients):
     model, x, y = multiclass_problem
     res = get("bp")(model, x, y, steps=30)

@@ -10,8 +10,18 @@ import torch
 from torch import nn
 
 from advimage.models import ModelConfig, PixelClassifier, load_state_dict
-from advimage.robustify import (RobustifyError, Robustifier, Settings, cc, find_head, get_distance, msle, mse,
-                                pairing_attack, train)
+from advimage.robustify import (
+    Robustifier,
+    RobustifyError,
+    Settings,
+    cc,
+    find_head,
+    get_distance,
+    mse,
+    msle,
+    pairing_attack,
+    train,
+)
 from advimage.robustify.train import CHECKPOINT, STUDENT, load_checkpoint
 
 

@@ -15,9 +15,14 @@ from scipy import ndimage
 
 from advimage import defenses
 from advimage.defenses.feature_squeezing import FeatureSqueezingDetector, threshold_at_fpr
-from advimage.defenses.squeeze import (BitDepth, BitDepthDefense, MedianDefense, MedianSmoothing, bit_depth,
-                                       median_filter)
-
+from advimage.defenses.squeeze import (
+    BitDepth,
+    BitDepthDefense,
+    MedianDefense,
+    MedianSmoothing,
+    bit_depth,
+    median_filter,
+)
 from bench_tiny import TINY, make_image_set
 
 
@@ -239,4 +244,5 @@ def test_squeezing_experiment_end_to_end(tmp_path):
     with pytest.raises(SystemExit, match="bad --model/--defenses"):
         main(["experiment", "squeezing", str(images), "--model", TINY, "--defenses", "bits:0", "--out", str(out)])
     with pytest.raises(SystemExit, match="adaptive-params"):
-        main(["experiment", "squeezing", str(images), "--model", TINY, "--adaptive-params", "nope=1", "--out", str(out)])
+        main(["experiment", "squeezing", str(images), "--model", TINY, "--adaptive-params", "nope=1",
+              "--out", str(out)])

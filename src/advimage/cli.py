@@ -41,7 +41,8 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     from .models.regressors import regressor_names
     from .quantize import names as quantizer_names
 
-    p.add_argument("--model", default="efficientnet_lite0", help="registered model, or timm:<name> / torchvision:<name>")
+    p.add_argument("--model", default="efficientnet_lite0",
+                   help="registered model, or timm:<name> / torchvision:<name>")
     p.add_argument("--weights", default=None, help="weight file for the model (safetensors or torch state dict)")
     p.add_argument("--attack", default="bp", help="attack name (see `advimage attacks`)")
     p.add_argument("--steps", type=_positive, default=steps,
@@ -108,8 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_arguments(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
-    from .experiments import (app_a, app_b, jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92,
-                              squeezing, stego_table)
+    from .experiments import (
+        app_a,
+        app_b,
+        jpeg_defense,
+        jpeg_table,
+        quantization_table,
+        scaling,
+        scaling_fig92,
+        squeezing,
+        stego_table,
+    )
     quantization_table.add_parser(exp_sub)
     app_a.add_parser(exp_sub)
     app_b.add_parser(exp_sub)

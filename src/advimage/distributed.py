@@ -411,7 +411,8 @@ def add_arguments(parser: Any) -> None:
                    help="with --ray: tasks at once (default: as many as the cluster's CPUs/GPUs allow)")
     g.add_argument("--cpus-per-worker", type=float, default=None,
                    help="with --ray: CPUs Ray reserves per task (default: its torch threads, i.e. --threads or this "
-                        "process's; GPU tasks: 1); the tasks run with the same threads as a local run, for the same rows")
+                        "process's; GPU tasks: 1); the tasks run with the same threads as a local run, for the same "
+                        "rows")
     g.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --ray: GPUs per task (fractions allowed)")
     g.add_argument("--ray-import", action="append", default=[], metavar="MODULE",
                    help="with --ray: a module every worker imports first (e.g. one registering custom models)")

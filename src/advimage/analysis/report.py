@@ -11,8 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .class_vectors import (MEASURES, NormStatistics, class_vectors, correlation_table, cosine_matrix,
-                            norm_statistics)
+from .class_vectors import MEASURES, NormStatistics, class_vectors, correlation_table, cosine_matrix, norm_statistics
 
 
 def parse_classes(text: str) -> tuple[int, ...]:

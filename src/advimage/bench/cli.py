@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from ..cli_support import HelpFormatter
-from ..cli_types import df_value as _df
 from ..cli_types import add_pass_arguments, pass_options
+from ..cli_types import df_value as _df
 from ..cli_types import positive_int as _positive
 
 EXAMPLES = """examples:
@@ -29,9 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``bench`` subcommand to ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
         "bench", help="RoBIC benchmark: white-box + black-box half-distortions of models on an image set",
-        description="Attack every image with every model (white box: attack + quantization, a lattice walk or scaled by default; black box: "
-                    "SurFree), verify on PNG-decoded pixels, store each batch (resumable), and write "
-                    "OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
+        description="Attack every image with every model (white box: attack + quantization, a lattice walk or "
+                    "scaled by default; black box: SurFree), verify on PNG-decoded pixels, store each batch "
+                    "(resumable), and write OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("images", nargs="+", help="image set: folder with labels.csv, ImageFolder tree, files")
     p.add_argument("--models", default="efficientnet_lite0", help="comma-separated model names (see `advimage models`)")
@@ -47,9 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="degree of freedom of smart/jpeg/stego quantization (default 1; refused by other quantizers)")
     from ..quantize import names as quantizer_names
     p.add_argument("--quantize", default="auto", choices=["auto", *quantizer_names()],
-                   help="quantizer of white-box outputs; auto: lattice-int when --steps >= 100, lattice from 62, else scaled. "
-                        "Black-box jobs use it where it needs no gradient, else jpeg-pixels (for jpeg) or scaled")
-    p.add_argument("--quality", type=int, default=None, help="JPEG quality for --quantize jpeg/jpeg-pixels (default 90)")
+                   help="quantizer of white-box outputs; auto: lattice-int when --steps >= 100, lattice from 62, "
+                        "else scaled. Black-box jobs use it where it needs no gradient, else jpeg-pixels (for jpeg) "
+                        "or scaled")
+    p.add_argument("--quality", type=int, default=None,
+                   help="JPEG quality for --quantize jpeg/jpeg-pixels (default 90)")
     p.add_argument("--margin", type=float, default=0.0, help="κ (logits) the quantized images must reach")
     add_pass_arguments(p)
     p.add_argument("--size", default="model", choices=["model", "native"],
@@ -82,10 +84,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``advimage bench``; prints the Markdown table and the report path. Returns the exit code."""
     from ..attacks import UnknownAttackError
     from ..data import DataError
+    from ..distributed import RayUnavailableError, options_from_args
     from ..models import UnknownModelError, WeightsError
     from .runner import DEFAULT_ATTACKS, ConfigError, RunExistsError, run_benchmark
-
-    from ..distributed import RayUnavailableError, options_from_args
 
     attacks = args.compare_attacks or args.attacks or ",".join(DEFAULT_ATTACKS)
     try:

@@ -8,12 +8,12 @@ is built (:func:`advimage.specs.check`). The feature-squeezing *detector* is
 :class:`~.feature_squeezing.FeatureSqueezingDetector`.
 """
 
-from .registry import DefenseFactory, UnknownDefenseError, create, get, names, register
+from .feature_squeezing import FeatureSqueezingDetector
 from .jpeg import JpegCompression, JpegDefense  # registers "jpeg"
 from .random_resize import RandomDownscale, RandomResizeDefense  # registers "random-resize"
+from .registry import DefenseFactory, UnknownDefenseError, create, get, names, register
 from .squeeze import BitDepth, BitDepthDefense, MedianDefense, MedianSmoothing, SqueezeDefense  # bits, median
-from .feature_squeezing import FeatureSqueezingDetector
 
-__all__ = ["BitDepth", "BitDepthDefense", "FeatureSqueezingDetector", "JpegCompression", "JpegDefense", "MedianDefense", "MedianSmoothing",
-           "RandomDownscale", "RandomResizeDefense", "SqueezeDefense", "UnknownDefenseError", "create", "get", "names",
-           "register"]
+__all__ = ["BitDepth", "BitDepthDefense", "DefenseFactory", "FeatureSqueezingDetector", "JpegCompression",
+           "JpegDefense", "MedianDefense", "MedianSmoothing", "RandomDownscale", "RandomResizeDefense",
+           "SqueezeDefense", "UnknownDefenseError", "create", "get", "names", "register"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..cli_support import HelpFormatter
 from ..cli_types import positive_int as _positive
-
 from . import DETECTORS
+
 FEATURE_KINDS = ("srm", "scrmq1")
 CACHE_NAME = "features-cache"
 

@@ -153,7 +153,7 @@ def markdown(s: dict) -> str:
         "quality: original → file → JPEG | already below |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, r in s["rows"].items():
+    for r in s["rows"].values():
         th = THESIS.get((r["method"], r["target"]))
         lines.append(
             f"| {'spatial → PNG' if r['method'] == 'spatial' else 'DCT → JPEG 90'} | {r['target']:g} | "
