@@ -329,16 +329,18 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(names()) + "\n(also timm:<name> and torchvision:<name> with local weights)")
         return 0
     if args.command == "attacks":
-        from .attacks import names, spec
-        for n in names():
-            s = spec(n)
+        from .attacks import names as attack_names
+        from .attacks import spec as attack_spec
+        for n in attack_names():
+            s = attack_spec(n)
             ref = s.reference if len(s.reference) <= 110 else s.reference[:109] + "…"
             print(f"{n:8s} {'black' if s.black_box else 'white'} box, --steps counts {s.budget:9s} {ref}")
         return 0
     if args.command == "quantizers":
-        from .quantize import names, spec
-        for n in names():
-            print(f"{n:12s} {spec(n).suffix:5s} {spec(n).description}")
+        from .quantize import names as quantizer_names
+        from .quantize import spec as quantizer_spec
+        for n in quantizer_names():
+            print(f"{n:12s} {quantizer_spec(n).suffix:5s} {quantizer_spec(n).description}")
         return 0
     if args.command == "experiment":
         from .data import DataError

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from ..cli_support import HelpFormatter
 from ..cli_types import positive_int as _positive
@@ -86,7 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _fail(msg: str, code: int = 2) -> None:
+def _fail(msg: str, code: int = 2) -> NoReturn:
     print(f"advimage detect: {msg}", file=sys.stderr)
     raise SystemExit(code)
 

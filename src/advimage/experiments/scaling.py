@@ -72,7 +72,7 @@ def base_image(path: Path, size: int = BASE_SIZE) -> Any:
     w, h = img.size
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
-    return img.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR)
+    return img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR)
 
 
 def prepare_bases(items: list[ImageItem], folder: Path, size: int = BASE_SIZE) -> list[ImageItem]:

@@ -136,7 +136,7 @@ def detect_stage(args, out: Path, train: Variant, tests: list[Variant], retrain:
                 fit_seconds = time.perf_counter() - t1
                 train_accuracy = (float((np.mean(det.score(cover_f) <= 0) + np.mean(det.score(stego_f) > 0)) / 2)
                                   if det_name == "ridge" else None)
-                entry = {"train_pairs": len(cover_f), "fit_seconds": fit_seconds, "threshold": thr,
+                entry: dict[str, Any] = {"train_pairs": len(cover_f), "fit_seconds": fit_seconds, "threshold": thr,
                          "fpr_clean": float(np.mean(clean_scores > thr)), "train_accuracy": train_accuracy,
                          "tpr5": {}}
                 for v in tests:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from ..cli_support import HelpFormatter
 
@@ -57,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _refuse(msg: str) -> None:
+def _refuse(msg: str) -> NoReturn:
     print(f"advimage robustify: {msg}", file=sys.stderr)
     raise SystemExit(2)
 
