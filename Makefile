@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 
 # ruff (style, imports, likely bugs) and mypy (types), configured in pyproject.toml; .ci/run runs it before the tests
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks studies
 	$(BIN)/mypy
 
 clean-venv:

@@ -2,8 +2,8 @@
 support 2⌈3σ⌉+1 (advimage's choice), a literal k×k support, and σ = 1.6 k / 3; BilAg and bilinear
 for reference. On the base images (600×600) of a transfer-table run folder.
 
-Usage: python benchmarks/bench_bilg_readings.py [--run runs/scaling-lite0] [--model efficientnet_lite0]
-Writes benchmarks/out/bilg_readings.json and prints a table.
+Usage: python studies/bilg_readings.py [--run runs/scaling-lite0] [--model efficientnet_lite0]
+Writes studies/out/bilg_readings.json and prints a table.
 """
 import argparse
 import json
@@ -65,5 +65,5 @@ for name, fn in variants.items():
             correct += int(model(fn(x)).argmax(1)) == r["label"]
     res[name] = 100 * correct / len(rows)
     print(f"| {name} | {res[name]:.1f} |", flush=True)
-Path("benchmarks/out").mkdir(exist_ok=True, parents=True)
-Path("benchmarks/out/bilg_readings.json").write_text(json.dumps(res, indent=2))
+Path("studies/out").mkdir(exist_ok=True, parents=True)
+Path("studies/out/bilg_readings.json").write_text(json.dumps(res, indent=2))

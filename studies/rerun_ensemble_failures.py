@@ -1,10 +1,10 @@
 """Re-attack, with another quantizer, only the images whose ensemble files failed in an earlier
 scaling run (issue 9: the files must fool all six members).
 
-Usage: python benchmarks/rerun_ensemble_failures.py IMAGES --from runs/scaling-lite0 \
+Usage: python studies/rerun_ensemble_failures.py IMAGES --from runs/scaling-lite0 \
            --out runs/scaling-lite0-scaled [--quantize scaled] [--config ens-worst] [--limit 60] [--steps 50]
 Appends rows to OUT/attacks/<config>/rows.jsonl (images already there are skipped); compare the two
-folders with benchmarks/compare_ensemble_files.py.
+folders with studies/compare_ensemble_files.py.
 """
 
 import argparse
