@@ -115,8 +115,9 @@ def main() -> None:
         items = [it for it in items if _header_size(it.path) == want]
     items = items[args.offset:args.offset + args.limit]
     ref = reference_model()
-    runs = [] if args.no_model_size else [("model", Settings(steps=args.steps, size="model", quantizers=("smart",)))]
-    runs += [(f"native-{v}", Settings(steps=args.steps, size="native", victim=v, quantizers=("smart",)))
+    runs = [] if args.no_model_size else [("model", Settings(steps=args.steps, size="model", quantizers=("smart",),
+                                                             margin=0.0))]
+    runs += [(f"native-{v}", Settings(steps=args.steps, size="native", victim=v, quantizers=("smart",), margin=0.0))
              for v in args.victims.split(",")]
     results = []
     for name, settings in runs:

@@ -67,7 +67,7 @@ def main() -> None:
     for fw in qsteps:
         for df in args.dfs:
             takes_df = any(q != "auto" and quantizer_spec(q).uses_df for q in qs)
-            settings = Settings(attack=args.attack, steps=args.steps, quantizers=qs, size="model",
+            settings = Settings(attack=args.attack, steps=args.steps, quantizers=qs, size="model", margin=0.0,
                                 df=df if takes_df else None,
                                 quantizer_steps=fw, seed=args.seed)
             attack_steps = settings.attack_steps

@@ -63,8 +63,10 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
                         "100 - BRISQUE, higher is better")
     p.add_argument("--target-score", type=float, default=None,
                    help="with --regressor: the file's quality must fall below this score (s_a)")
-    p.add_argument("--margin", type=float, default=0.0,
-                   help="κ in logit units: the quantized file must reach L_adv <= -κ (robust to small changes)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="κ in logit units: the quantized file must reach L_adv <= -κ (default: the measured noise "
+                        "margin advimage.criteria.NOISE_MARGIN for a classifier, 0 for a regressor; 0: the thesis's "
+                        "exact protocol, files on the boundary)")
     p.add_argument("--size", default="native", choices=["native", "model"],
                    help="native: attack and write the file at its own size through the model's resize (Ch. 9, "
                         "Scenario B); model: attack the resized centre crop (Scenario A)")

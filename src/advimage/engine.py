@@ -43,7 +43,7 @@ from torch import Tensor
 
 from . import codec, verify
 from .attacks import spec as attack_spec
-from .criteria import AllPaths, Margin, Misclassification, ScoreBelow, TargetedMisclassification
+from .criteria import NOISE_MARGIN, AllPaths, Margin, Misclassification, ScoreBelow, TargetedMisclassification
 from .data import ImageItem, check_labels
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
@@ -75,7 +75,9 @@ class Settings:
     attack_params: extra attack hyperparameters; quantizer_steps: forward budget of each
     quantizer's λ search (smart: λ values tried after the check of x0; jpeg: n, n + 1 values);
     margin: κ ≥ 0 in logit units that the quantized image must reach (L_adv ≤ −κ on every attacked
-    path, :class:`~advimage.criteria.Margin`); files are still verified without it.
+    path, :class:`~advimage.criteria.Margin`); files are still verified without it. None (default):
+    :data:`~advimage.criteria.NOISE_MARGIN` for a classifier (room for another machine's rounding),
+    0 for a regressor; 0 is the thesis's exact protocol (files on the boundary).
     target_score: the model is a regressor (:mod:`advimage.models.regressors`) and the file must
     rate worse than this score (:class:`~advimage.criteria.ScoreBelow`, thesis App. A): below it
     for a higher-is-better score; at native size only, through a gradient attack; the margin is
@@ -98,7 +100,7 @@ class Settings:
     seed: int = 0
     attack_params: dict[str, Any] = field(default_factory=dict)
     quantizer_steps: int = 10
-    margin: float = 0.0
+    margin: float | None = None
     ensemble: str | None = None
     crop_pct: float | None = None
     target_score: float | None = None
@@ -123,6 +125,8 @@ class Settings:
             raise ValueError(f"unknown victim {self.victim!r}; valid: {', '.join(VICTIMS)}")
         if self.steps < 1:
             raise ValueError("steps must be >= 1")
+        if self.margin is None:  # resolved here, so that settings and stores record the margin used
+            object.__setattr__(self, "margin", 0.0 if self.target_score is not None else NOISE_MARGIN)
         if not (self.margin >= 0 and math.isfinite(self.margin)):
             raise ValueError(f"margin must be a finite number >= 0, got {self.margin}")
         if not 1 <= self.quality_value <= 100:

@@ -65,7 +65,8 @@ def spatial_adversarials(model: nn.Module, items: list, x0: Tensor, paths: list[
     """Attack the files ``items`` through the engine (model size, smart quantization) and write
     each result at ``paths``: the quantized PNG, verified or not (Table 7.2 tests every file behind
     the defenses); an original already misclassified is written as it is (distortion 0)."""
-    rows = run_batch(model, items, Settings(attack=attack, steps=steps, quantizers=("smart",), df=df, size="model"))
+    rows = run_batch(model, items, Settings(attack=attack, steps=steps, quantizers=("smart",), df=df, size="model",
+                                            margin=0.0))
     for r, x, p in zip(rows, x0, paths):
         write_atomic(p, r.data if r.data is not None else encode_png(x.cpu()))
     return paths

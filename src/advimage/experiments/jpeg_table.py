@@ -98,7 +98,7 @@ def jpeg_adversarials(model: nn.Module, items: list[ImageItem], x0: Tensor, qual
     reports success rates); an original already misclassified gets its plain JPEG.
     """
     settings = Settings(attack=attack, steps=steps, quantizers=("jpeg",), df=df, quality=quality, size="model",
-                        quantizer_steps=n)
+                        margin=0.0, quantizer_steps=n)
     rows = run_batch(model, items, settings)
     N = len(rows)
     attacked = torch.zeros(N, dtype=torch.bool)
@@ -122,7 +122,8 @@ def bpda_jpegs(model: nn.Module, items: list[ImageItem], x0: Tensor, quality: in
     """Baseline through the engine: ``attack`` through JpegDefense(quality, backward="identity")
     from x0, rounded and saved as a plain Pillow JPEG (quantizer ``jpeg-pixels``); verified on the
     undefended model. Images whose plain JPEG already fools the model keep it. Returns gradients (N,)."""
-    settings = Settings(attack=attack, steps=steps, quantizers=("jpeg-pixels",), quality=quality, size="model")
+    settings = Settings(attack=attack, steps=steps, quantizers=("jpeg-pixels",), quality=quality, size="model",
+                        margin=0.0)
     defended = JpegDefense(model, quality=quality, backward="identity")
     rows = run_batch(model, items, settings, attacked=defended)
     for r, x, p in zip(rows, x0, paths):

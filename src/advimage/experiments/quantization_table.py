@@ -31,7 +31,8 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
     model = load_model(model_name, device=device)
     items = discover(images)[:limit] if limit else discover(images)
     check_labels(items, model.config.num_classes, model_name)
-    settings = Settings(attack=attack, steps=steps, quantizers=tuple(KINDS), df=df, size="model", seed=seed)
+    settings = Settings(attack=attack, steps=steps, quantizers=tuple(KINDS), df=df, size="model", seed=seed,
+                        margin=0.0)  # the thesis protocol: files on the boundary
     out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     with progress_bar(progress) as bar:

@@ -144,7 +144,7 @@ def engine_settings(config: str, steps: int, seed: int, quantizer: str = "smart"
     """The engine's settings of an attack config (a downscaler name or an ``ens-*`` ensemble); the
     floats and the files of ``quantizer`` (a PNG quantizer) are both kept."""
     common = dict(attack="bp", steps=steps, quantizers=("none", quantizer), size="native", victim="pil",
-                  crop_pct=1.0, seed=seed)
+                  margin=0.0, crop_pct=1.0, seed=seed)
     if config in ENSEMBLES:
         return Settings(ensemble=config[len("ens-"):], **common)
     if config not in DOWNSCALERS:

@@ -98,11 +98,12 @@ class Row:
 def _source_settings(source: str, attack: str, steps: int, fgsm_steps: int, df: float, seed: int,
                      adaptive: tuple[str, int, dict]) -> Settings:
     if source == "fgsm-round":
-        return Settings(attack="fgsm", steps=fgsm_steps, quantizers=("round",), size="model", seed=seed)
+        return Settings(attack="fgsm", steps=fgsm_steps, quantizers=("round",), size="model", seed=seed,
+                        margin=0.0)
     params: dict = {}
     if source.startswith("adaptive@"):
         attack, steps, params = adaptive
-    return Settings(attack=attack, steps=steps, quantizers=("smart",), df=df, size="model", seed=seed,
+    return Settings(attack=attack, steps=steps, quantizers=("smart",), df=df, size="model", seed=seed, margin=0.0,
                     attack_params=params)
 
 
