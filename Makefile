@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Extra pip options for the install, e.g. a CPU-only torch:  make PIP_EXTRA="--index-url URL" ...
 PIP_EXTRA ?=
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test lint install clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# ruff (style, imports, likely bugs) and mypy (types), configured in pyproject.toml; .ci/run runs it before the tests
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks studies
+	$(BIN)/mypy
 
 clean-venv:
 	rm -rf $(VENV)

@@ -214,7 +214,7 @@ def main() -> None:
           f"batch {args.batch_size}")
     print(f"BP time / {args.steps} forward+backward passes: {report['bp_over_forward_backward']:.3f} "
           f"({t_bp:.1f} s vs {t_fb:.1f} s); smart quantization {t_q:.1f} s")
-    print(f"\n| method | median float distortion | float success | success as PNG | ms / image |")
+    print("\n| method | median float distortion | float success | success as PNG | ms / image |")
     print("|---|---|---|---|---|")
     for name, m in methods.items():
         if "error" in m:
@@ -231,7 +231,8 @@ def main() -> None:
         for name, r in passes.items():
             fd = "-" if r["median_file_distortion"] is None else f"{r['median_file_distortion']:.3f}"
             print(f"| {name} | {r['bp_seconds']:.1f} | {r['bp_over_forward_backward']:.3f} | "
-                  f"{r['bp_seconds'] / ref['bp_seconds']:.3f} | {r['float_success']:.1%} / {r['float_success_fp32']:.1%} | "
+                  f"{r['bp_seconds'] / ref['bp_seconds']:.3f} | "
+                  f"{r['float_success']:.1%} / {r['float_success_fp32']:.1%} | "
                   f"{r['png_success']:.1%} | {r['median_float_distortion']:.3f} | {fd} |")
     print(f"\nJSON: {out}")
 

@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     stages["spatial"] = {"seconds": t, "gradients": q.gradients.float().mean().item(),
                          "forwards": q.forwards.float().mean().item(), "success": q.success.float().mean().item()}
     for quality in qualities:
-        qj, t = _timed(lambda: quantize_jpeg(model, x0.float(), res.x_adv, y, quality=quality, df=args.df,
-                                             n=args.n_lambda))
+        qj, t = _timed(lambda: quantize_jpeg(model, x0.float(), res.x_adv, y, quality=quality,  # noqa: B023  (run now)
+                                             df=args.df, n=args.n_lambda))
         stages[f"jpeg{quality}"] = {"seconds": t, "gradients": qj.gradients.float().mean().item(),
                                     "forwards": qj.forwards.float().mean().item(),
                                     "success": qj.success.float().mean().item()}
     base = stages[args.attack]
-    for name, s in stages.items():
+    for s in stages.values():
         s["seconds_per_image"] = s["seconds"] / n
         s["seconds_ratio"] = s["seconds"] / base["seconds"]
         s["passes_ratio"] = (s["gradients"] + s["forwards"]) / (base["gradients"] + base["forwards"])

@@ -30,6 +30,7 @@ import torch
 from advimage.bench.runner import batch_seed, image_keys, make_jobs, worker_batch
 from advimage.data import discover
 from advimage.distributed import LocalExecutor, ModelRef, RayExecutor, RayOptions, Unit
+from advimage.engine import attacked_cache
 
 
 def units(model: str, items, keys, *, steps: int, batch_size: int, seed: int, ship: bool) -> list[Unit]:
@@ -39,7 +40,7 @@ def units(model: str, items, keys, *, steps: int, batch_size: int, seed: int, sh
         batch = items[start:start + batch_size]
         out.append(Unit(tag=b, model=ModelRef(model, device="cpu"), fn=worker_batch,
                         args=(job, [it.with_data() if ship else it for it in batch], keys[start:start + batch_size]),
-                        kwargs=dict(seed=batch_seed(seed, model, "bp", b)), engine_settings=job.engine,
+                        kwargs=dict(seed=batch_seed(seed, model, "bp", b)), cached=attacked_cache(job.engine),
                         images=len(batch)))
     return out
 

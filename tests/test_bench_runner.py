@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import advimage.models as models
-from advimage.bench import run_benchmark
 from advimage.bench import cli as bench_cli
+from advimage.bench import run_benchmark
 from advimage.bench.runner import ConfigError, RunExistsError, batch_seed, parse_attack
 from advimage.codec import decode, encode_png
 from advimage.images import read_image

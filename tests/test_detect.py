@@ -20,8 +20,15 @@ from PIL import Image
 from advimage.cli import main
 from advimage.detect import features as feat
 from advimage.detect.linear import FldEnsembleDetector, RidgeDetector
-from advimage.detect.metrics import (auc, p_fool_both, p_fool_both_direct, plot_roc, roc_points, threshold_at_fpr,
-                                     tpr_at_fpr)
+from advimage.detect.metrics import (
+    auc,
+    p_fool_both,
+    p_fool_both_direct,
+    plot_roc,
+    roc_points,
+    threshold_at_fpr,
+    tpr_at_fpr,
+)
 from advimage.detect.pairs import PairSetError, read_pairs
 from advimage.detect.srnet import SRNet, SRNetDetector, augment_pairs, lr_at, train_srnet
 from advimage.detect.store import DetectorLoadError, load

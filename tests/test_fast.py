@@ -14,7 +14,6 @@ from advimage.data import ImageItem
 from advimage.engine import Settings, run_batch
 from advimage.models import ModelConfig, PixelClassifier
 from advimage.models.fast import FastClassifier, fast_classifier
-
 from conftest import TinyConvNet
 
 

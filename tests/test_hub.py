@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advimage.models import PixelClassifier, WeightsError
-from advimage.models import hub
+from advimage.models import PixelClassifier, WeightsError, hub
 from advimage.models.hub import load_hub_model
 
 TIMM_ARCH = "resnet10t"  # about 5 M parameters, builds in well under a second

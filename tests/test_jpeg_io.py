@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 jpeglib = pytest.importorskip("jpeglib")
 skdata = pytest.importorskip("skimage.data")
 
-from advimage.jpeg.io import (clamp_coefficients, compress, decode, read_coefficients, roundtrip,
-                              write_coefficients)
-from advimage.jpeg.transform import decode_like_libjpeg, quant_tables, to_dct
+from advimage.jpeg.io import (  # noqa: E402  (after the skips)
+    clamp_coefficients,
+    compress,
+    decode,
+    read_coefficients,
+    roundtrip,
+    write_coefficients,
+)
+from advimage.jpeg.transform import decode_like_libjpeg, quant_tables, to_dct  # noqa: E402
 
 
 def photo(name: str, h: int, w: int) -> torch.Tensor:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 jpeglib = pytest.importorskip("jpeglib")
 skdata = pytest.importorskip("skimage.data")
 
-from advimage.jpeg.transform import (apply_j, block_dct, channel_steps, from_dct, pad_to_blocks, quant_tables,
-                                     rgb_to_ycbcr, to_dct)
+from advimage.jpeg.transform import (  # noqa: E402  (after the skips)
+    apply_j,
+    block_dct,
+    channel_steps,
+    from_dct,
+    pad_to_blocks,
+    quant_tables,
+    rgb_to_ycbcr,
+    to_dct,
+)
 
 PHOTOS = ("chelsea", "coffee", "astronaut")
 SIZES = ((96, 128), (77, 101))  # a multiple of 8 and not

@@ -28,9 +28,10 @@ def test_lite0_matches_reference_implementation(lite0):
 
 
 def test_lite0_config_and_prediction_on_a_photo(lite0):
+    from PIL import Image
+
     from advimage.images import pil_to_tensor, resize_center_crop
     from advimage.samples import sample_array
-    from PIL import Image
 
     c = lite0.config
     assert (c.input_size, c.crop_pct, c.interpolation, c.mean, c.std) == (224, 0.875, "bicubic", (0.5,) * 3, (0.5,) * 3)

@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 pytest.importorskip("jpeglib")
@@ -17,8 +18,7 @@ from advimage.jpeg.io import decode, write_coefficients
 from advimage.jpeg.transform import apply_j, decode_like_libjpeg, to_dct
 from advimage.losses import adversarial_loss, is_adversarial
 from advimage.quantize.base import critical_lambda
-from advimage.quantize.jpeg import (JpegQuantizeResult, admissible_bounds, lambda_grid,
-                                    quantize_jpeg)
+from advimage.quantize.jpeg import JpegQuantizeResult, admissible_bounds, lambda_grid, quantize_jpeg
 
 N, SIZE, CLASSES = 12, 24, 4
 

@@ -14,8 +14,14 @@ from advimage.attacks import get
 from advimage.boundary_walk import boundary_step
 from advimage.distortion import distortion
 from advimage.quantize import quantize_lattice, quantize_scaled, spec
-from advimage.quantize.lattice import (_proximal_step, envelope_prox, integer_cost, integer_walk, lattice_walk,
-                                      proximal_walk)
+from advimage.quantize.lattice import (
+    _proximal_step,
+    envelope_prox,
+    integer_cost,
+    integer_walk,
+    lattice_walk,
+    proximal_walk,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -146,7 +152,8 @@ def test_lattice_never_costs_more_than_scaled_rounding_of_the_same_floats(seed, 
     assert (cost_q[s.success] <= cost_s[s.success]).all()
 
 
-@pytest.mark.parametrize("name, walk_checks, gradients", [("lattice", 1, 31), ("lattice-prox", 2, 46), ("lattice-int", 1, 50)])
+@pytest.mark.parametrize("name, walk_checks, gradients",
+                         [("lattice", 1, 31), ("lattice-prox", 2, 46), ("lattice-int", 1, 50)])
 def test_lattice_files_are_adversarial_and_the_budget_is_counted(multiclass_problem, name, walk_checks, gradients):
     model, x, y = multiclass_problem
     res = get("bp")(model, x, y, steps=30)
@@ -261,14 +268,14 @@ def test_auto_default_resolves_by_attack_and_budget():
     assert Settings(steps=80).attack_steps == 80 - spec("lattice").gradients
 
 
-def test_the_benchmarks_linearized_optimum_is_exact_on_a_linear_model():
-    """benchmarks/bench_lattice_walks.py's ``linear-opt``: on a linear model the linearization is the
+def test_the_walk_studys_linearized_optimum_is_exact_on_a_linear_model():
+    """studies/lattice_walks.py's ``linear-opt``: on a linear model the linearization is the
     model, so its file fools it at the greedy integer optimum's cost (computed independently above)."""
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_lattice_walks import linear_optimum
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+    from lattice_walks import linear_optimum
 
     for seed in range(4):
         model, x0, y, res, optimum = _binary_linear_case(seed)
@@ -277,14 +284,14 @@ def test_the_benchmarks_linearized_optimum_is_exact_on_a_linear_model():
         assert float((q.pixels.float() - x0).pow(2).sum()) == pytest.approx(optimum, abs=1)
 
 
-def test_the_benchmarks_integer_iterates_give_verified_files(multiclass_problem):
-    """benchmarks/bench_lattice_walks.py's ``bp-int``: every file it reports adversarial is an
+def test_the_walk_studys_integer_iterates_give_verified_files(multiclass_problem):
+    """studies/lattice_walks.py's ``bp-int``: every file it reports adversarial is an
     integral image the model misclassifies, within its gradient count."""
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_lattice_walks import integer_iterates
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+    from lattice_walks import integer_iterates
 
     model, x, y = multiclass_problem
     res = get("bp")(model, x, y, steps=30)

@@ -22,8 +22,8 @@ ray = pytest.importorskip("ray")
 
 from advimage.bench import run_benchmark  # noqa: E402
 from advimage.bench.store import DB_NAME  # noqa: E402
-from advimage.distributed import ModelRef, RayOptions, RayUnavailableError, executor  # noqa: E402
 from advimage.data import discover  # noqa: E402
+from advimage.distributed import ModelRef, RayOptions, RayUnavailableError, executor  # noqa: E402
 from advimage.engine import Settings, attack_files  # noqa: E402
 from advimage.models import load_model  # noqa: E402
 from bench_tiny import TINY, make_image_set  # noqa: E402

@@ -146,7 +146,7 @@ def test_pillow_coefficients_rows_and_known_values():
 def test_pillow_linear_map_gradcheck():
     x = torch.rand(1, 2, 5, 7, dtype=torch.float64, requires_grad=True)
     for size in [(3, 4), (8, 4), (5, 3), (2, 7)]:
-        assert torch.autograd.gradcheck(lambda t: pillow_resize(t, size, "bicubic", rounding=False), (x,))
+        assert torch.autograd.gradcheck(lambda t: pillow_resize(t, size, "bicubic", rounding=False), (x,))  # noqa: B023
 
 
 @pytest.mark.parametrize("size", [(4, 6), (13, 5), (9, 11)])

@@ -10,8 +10,18 @@ import torch
 from torch import nn
 
 from advimage.models import ModelConfig, PixelClassifier, load_state_dict
-from advimage.robustify import (RobustifyError, Robustifier, Settings, cc, find_head, get_distance, msle, mse,
-                                pairing_attack, train)
+from advimage.robustify import (
+    Robustifier,
+    RobustifyError,
+    Settings,
+    cc,
+    find_head,
+    get_distance,
+    mse,
+    msle,
+    pairing_attack,
+    train,
+)
 from advimage.robustify.train import CHECKPOINT, STUDENT, load_checkpoint
 
 
@@ -166,7 +176,7 @@ def test_resume_refuses_other_settings_and_existing_runs(tmp_path):
 def test_student_loads_by_path_without_pickle(tmp_path, monkeypatch):
     from advimage.models import register
     from advimage.models.registry import _BUILDERS
-    from advimage.models.specs import load_classifier
+    from advimage.specs import load_classifier
 
     def build(weights=None):
         m = tiny(seed=5)
@@ -200,7 +210,7 @@ def test_student_loads_by_path_without_pickle(tmp_path, monkeypatch):
 
 def test_missing_spec_weights_and_headless_model(tmp_path):
     from advimage.models import WeightsError
-    from advimage.models.specs import check
+    from advimage.specs import check
 
     with pytest.raises(WeightsError, match="not found"):
         check(f"efficientnet_lite0@{tmp_path / 'nope.safetensors'}")

@@ -172,7 +172,7 @@ def test_random_resize_uses_the_drawn_downscaler_for_each_image():
 
 
 def test_random_resize_spec_and_intermediate_size(tiny_registered):
-    from advimage.models.specs import load_classifier
+    from advimage.specs import load_classifier
 
     model = load_classifier(f"{tiny_registered}+random-resize:8", device="cpu")
     assert isinstance(model, RandomResizeDefense) and model.front.intermediate == 8

@@ -15,9 +15,14 @@ from scipy import ndimage
 
 from advimage import defenses
 from advimage.defenses.feature_squeezing import FeatureSqueezingDetector, threshold_at_fpr
-from advimage.defenses.squeeze import (BitDepth, BitDepthDefense, MedianDefense, MedianSmoothing, bit_depth,
-                                       median_filter)
-
+from advimage.defenses.squeeze import (
+    BitDepth,
+    BitDepthDefense,
+    MedianDefense,
+    MedianSmoothing,
+    bit_depth,
+    median_filter,
+)
 from bench_tiny import TINY, make_image_set
 
 
@@ -120,7 +125,7 @@ def test_defended_classifier_forward_and_gradient(tiny_model):
 # -- model specs -------------------------------------------------------------------------------
 def test_specs_build_squeezing_defenses(tiny_registered):
     from advimage.models.protocol import Classifier
-    from advimage.models.specs import load_classifier
+    from advimage.specs import load_classifier
 
     m = load_classifier(f"{tiny_registered}+bits:3", device="cpu")
     assert isinstance(m, BitDepthDefense) and m.squeezer.bits == 3 and isinstance(m, Classifier)
@@ -140,7 +145,7 @@ def test_specs_build_squeezing_defenses(tiny_registered):
 ])
 def test_bad_specs_are_refused_before_building(tiny_registered, suffix, message):
     from advimage.bench.runner import ConfigError, check_names
-    from advimage.models.specs import check, load_classifier
+    from advimage.specs import check, load_classifier
 
     with pytest.raises(ValueError, match=message):
         check(tiny_registered + suffix)
@@ -226,7 +231,7 @@ def test_squeezing_experiment_end_to_end(tmp_path):
     files = [r for r in rows if r["file"]]
     assert files, "some attack must have written a verified file"
     from advimage.models import load_model
-    from advimage.models.specs import load_classifier
+    from advimage.specs import load_classifier
 
     model = load_model(TINY, device="cpu")
     for r in files:  # every verdict re-checked on the file read back here
@@ -239,4 +244,5 @@ def test_squeezing_experiment_end_to_end(tmp_path):
     with pytest.raises(SystemExit, match="bad --model/--defenses"):
         main(["experiment", "squeezing", str(images), "--model", TINY, "--defenses", "bits:0", "--out", str(out)])
     with pytest.raises(SystemExit, match="adaptive-params"):
-        main(["experiment", "squeezing", str(images), "--model", TINY, "--adaptive-params", "nope=1", "--out", str(out)])
+        main(["experiment", "squeezing", str(images), "--model", TINY, "--adaptive-params", "nope=1",
+              "--out", str(out)])

@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from advimage import quantize as Q
 from advimage.attacks import get
-from advimage.quantize import admissible_bounds, quantize_at, quantize_spatial
 from advimage.oracle import LossOracle
-from advimage.quantize import stego
+from advimage.quantize import admissible_bounds, quantize_at, quantize_spatial, stego
 from advimage.quantize.spatial import argmin_costs
 
 

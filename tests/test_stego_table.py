@@ -56,7 +56,8 @@ def test_stego_table_end_to_end(photos, tmp_path, capsys):
         rc = main(["experiment", "stego-table", str(photos), "--model", bench_tiny.TINY, "--out", str(out),
                    "--size", "32", "--train-crops", "3", "--test-crops", "1", "--test-fraction", "0.4",
                    "--steps", "10", "--fgsm-steps", "10", "--quantizer-steps", "6", "--gina-steps", "2",
-                   "--gina-train", "6", "--detectors", "ridge", "fld", "--fld-L", "5", "--fld-dsub", "200", "--srnet-epochs", "1",
+                   "--gina-train", "6", "--detectors", "ridge", "fld", "--fld-L", "5", "--fld-dsub", "200",
+                   "--srnet-epochs", "1",
                    "--processes", "1", "--quiet", "--device", "cpu"])
     assert rc == 0
     crops = list(csv.DictReader(open(out / "crops.csv")))

@@ -40,8 +40,10 @@ def attack(model: nn.Module, x: Tensor, y: Tensor | int | None = None, *, attack
     x = _pixels(x).to(device)
     if y is None:
         with torch.no_grad():
-            y = model(x).argmax(1)
+            labels = model(x).argmax(1)
     elif isinstance(y, int):
-        y = torch.full((x.shape[0],), y, dtype=torch.long, device=device)
-    _check_classes(model, y)
-    return _get_attack(attack)(model, x, y.to(device), steps=steps, targeted=targeted, **params)
+        labels = torch.full((x.shape[0],), y, dtype=torch.long, device=device)
+    else:
+        labels = y
+    _check_classes(model, labels)
+    return _get_attack(attack)(model, x, labels.to(device), steps=steps, targeted=targeted, **params)

@@ -14,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_support import HelpFormatter, check_device, check_out_dir, fail
 from .cli_types import add_pass_arguments, pass_options
 from .cli_types import df_value as _df
-from .cli_types import quantizer_name as _quantizer
 from .cli_types import positive_int as _positive
+from .cli_types import quantizer_name as _quantizer
 
 EXAMPLES = """examples:
   advimage attack photo.jpg                         # native size, label = the model's own prediction
@@ -30,10 +31,6 @@ EXAMPLES = """examples:
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
-
-
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (None: cuda if available)")
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
@@ -44,7 +41,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
     from .models.regressors import regressor_names
 
-    p.add_argument("--model", default="efficientnet_lite0", help="registered model, or timm:<name> / torchvision:<name>")
+    p.add_argument("--model", default="efficientnet_lite0",
+                   help="registered model, or timm:<name> / torchvision:<name>")
     p.add_argument("--weights", default=None, help="weight file for the model (safetensors or torch state dict)")
     p.add_argument("--attack", default="bp", help="attack name (see `advimage attacks`)")
     p.add_argument("--steps", type=_positive, default=steps,
@@ -97,15 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="advimage", description="Adversarial examples as real images.",
-                                     formatter_class=_Formatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"advimage {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="attack scikit-image's photos with EfficientNet-Lite0 and verify the files",
-                          formatter_class=_Formatter)
+                          formatter_class=HelpFormatter)
     demo.add_argument("--out", default="advimage-demo", help="output folder")
     _add_attack_options(demo)
     att = sub.add_parser("attack", help="attack image files or image sets and write verified adversarial images",
-                         formatter_class=_Formatter, epilog=EXAMPLES)
+                         formatter_class=HelpFormatter, epilog=EXAMPLES)
     att.add_argument("paths", nargs="+", help="image files, folders with labels.csv, ImageFolder trees")
     att.add_argument("--out", default="advimage-out", help="output folder")
     att.add_argument("--limit", type=_positive, default=None, help="attack only the first N images")
@@ -114,8 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_arguments(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
-    from .experiments import (app_a, app_b, jpeg_defense, jpeg_table, quantization_table, scaling, scaling_fig92,
-                              squeezing, stego_table)
+    from .experiments import (
+        app_a,
+        app_b,
+        jpeg_defense,
+        jpeg_table,
+        quantization_table,
+        scaling,
+        scaling_fig92,
+        squeezing,
+        stego_table,
+    )
     quantization_table.add_parser(exp_sub)
     app_a.add_parser(exp_sub)
     app_b.add_parser(exp_sub)
@@ -137,45 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("attacks", help="list attacks (white/black box, budget unit)")
     sub.add_parser("quantizers", help="list quantizers")
     return parser
-
-
-def fail(msg: str, code: int = 2) -> None:
-    """One clear line on stderr, then exit."""
-    print(f"advimage: {msg}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def check_device(device: str | None) -> str:
-    """The device to use, refused in one line if torch cannot use it."""
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        fail(f"bad --device {device!r}: use cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        fail(f"--device {device}: only cpu and cuda are supported")
-    return device
-
-
-def check_out_dir(out: str | os.PathLike) -> Path:
-    """An output folder that exists or can be made, and is writable; refused before any work."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        fail(f"--out {path}: exists and is not a folder")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        fail(f"--out {path}: {probe} is not writable")
-    return path
 
 
 def setup_torch(args) -> None:
@@ -294,7 +262,7 @@ def _ray_options(args):
         return None
     from .distributed import RayUnavailableError, import_plugins, options_from_args
     from .models import UnknownModelError
-    from .models.specs import check as check_model
+    from .specs import check as check_model
 
     try:
         options = options_from_args(args)
@@ -364,19 +332,21 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(names()) + "\n(also timm:<name> and torchvision:<name> with local weights)")
         return 0
     if args.command == "attacks":
-        from .attacks import names, spec
-        for n in names():
-            s = spec(n)
+        from .attacks import names as attack_names
+        from .attacks import spec as attack_spec
+        for n in attack_names():
+            s = attack_spec(n)
             ref = s.reference if len(s.reference) <= 110 else s.reference[:109] + "…"
             print(f"{n:8s} {'black' if s.black_box else 'white'} box, --steps counts {s.budget:9s} {ref}")
         return 0
     if args.command == "quantizers":
-        from .quantize import names, spec
+        from .quantize import names as quantizer_names
+        from .quantize import spec as quantizer_spec
         from .quantize.grammar import RULES, SYNTAX
-        for n in names():
-            s = spec(n)
-            alias = f" = {s.canonical}" if s.canonical != n else ""
-            print(f"{n:12s} {s.suffix:5s} {s.gradients:2d} grad  {s.description}{alias}")
+        for n in quantizer_names():
+            qs = quantizer_spec(n)
+            alias = f" = {qs.canonical}" if qs.canonical != n else ""
+            print(f"{n:12s} {qs.suffix:5s} {qs.gradients:2d} grad  {qs.description}{alias}")
         print(f"\nor a spec string {SYNTAX} (RULE: {', '.join(RULES)}; +cost on smart, +walk on scaled, "
               "+prune on both), e.g. smart+cost:hill+prune:1, lattice-int+margin:0.2")
         return 0

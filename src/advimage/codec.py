@@ -1,9 +1,10 @@
 """The one image codec: pixels <-> file bytes, and atomic writes.
 
 Every file advimage writes goes through here: PNG (Pillow, lossless), JPEG from pixels
-(Pillow/libjpeg, 4:4:4), JPEG from chosen DCT coefficients (jpeglib, no re-quantization) and
-``.npy`` for unquantized floats. Decoding always uses Pillow (NumPy for ``.npy``), the
-independent decoder a victim would use.
+(Pillow/libjpeg, 4:4:4) and ``.npy`` for unquantized floats; JPEG files of chosen DCT coefficients
+are :func:`advimage.jpeg.io.encode_coefficients` (jpeglib, no re-quantization), which builds on this
+module. Decoding always uses Pillow (NumPy for ``.npy``), the independent decoder a victim would use.
+This module imports nothing else of advimage: the JPEG package and every writer sit above it.
 """
 
 from __future__ import annotations
@@ -40,16 +41,6 @@ def encode_jpeg(x: Tensor, quality: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(x.permute(1, 2, 0).cpu().numpy()).save(buf, format="JPEG", quality=int(quality), subsampling=0)
     return buf.getvalue()
-
-
-def encode_coefficients(coeffs: Tensor, quality: int, size: tuple[int, int] | None = None) -> bytes:
-    """JPEG bytes holding integer DCT coefficients (3, Hb, Wb, 8, 8) as they are (jpeglib)."""
-    from .jpeg.io import write_coefficients
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "x.jpg"
-        write_coefficients(path, coeffs, quality, size)
-        return path.read_bytes()
 
 
 def encode_npy(x: Tensor) -> bytes:

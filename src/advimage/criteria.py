@@ -114,7 +114,7 @@ class AllPaths:
 
 #: the default margin κ₀ (logits) of files made for a classifier (``Settings.margin``): room for
 #: what another machine, batch size or pipeline changes in the logits. Measured on Lite0
-#: (benchmarks/bench_noise_margin.py, docs/results.md): 1 vs 2 threads and batch 1 vs 32 move the
+#: (studies/noise_margin.py, docs/results.md): 1 vs 2 threads and batch 1 vs 32 move the
 #: top-2 logit margin by <= 4e-6, clamping the float resize to [0, 255] by up to 0.025; bf16
 #: inference by up to 0.17 (not covered: a different pipeline, see --victims).
 NOISE_MARGIN = 0.05

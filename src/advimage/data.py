@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def _named_item(path: Path, named: Path | None = None) -> ImageItem:
     """An item labelled by the WordNet id that starts the name of ``named`` (default: the file), if any."""
     named = named or path
     label = _label_from_wnid(named.name)
-    origin = LabelOrigin(str(named), _WNID.match(named.name).group(1)) if label is not None else None
+    match = _WNID.match(named.name)
+    origin = LabelOrigin(str(named), match.group(1)) if label is not None and match else None
     return ImageItem(path, label, origin=origin)
 
 
@@ -123,7 +125,7 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
-def discover(paths: list[str | Path], missing_ok: bool = False) -> list[ImageItem]:
+def discover(paths: Sequence[str | os.PathLike[str]], missing_ok: bool = False) -> list[ImageItem]:
     """All images under ``paths`` with labels where the set provides them, in a stable order.
 
     missing_ok: a path that does not exist becomes an item anyway (reading it later gives an

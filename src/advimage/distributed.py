@@ -46,7 +46,7 @@ class ModelRef:
     device: str | None = None
 
     def load(self) -> Any:
-        from .models.specs import load_classifier
+        from .specs import load_classifier
 
         return load_classifier(self.spec, device=self.device, weights=self.weights)
 
@@ -147,7 +147,7 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
 
 
 # -- the worker side ---------------------------------------------------------------------------
-_STATE: dict[str, Any] = {}  # process-local: the loaded model and its attacked variants
+_STATE: dict[str, Any] = {}  # process-local: the loaded model and its Cached values (attacked variants)
 
 
 def _worker_model(ref: ModelRef, threads: int, imports: tuple[str, ...]) -> tuple[Any, dict[str, Any], bool]:
@@ -160,25 +160,34 @@ def _worker_model(ref: ModelRef, threads: int, imports: tuple[str, ...]) -> tupl
     loaded = False
     if _STATE.get("ref") != ref:
         _STATE.clear()  # one model per process: a worker moving to the next model frees the last
-        _STATE.update(ref=ref, model=ref.load(), attacked={})
+        _STATE.update(ref=ref, model=ref.load(), cached={})
         loaded = True
-    return _STATE["model"], _STATE["attacked"], loaded
+    return _STATE["model"], _STATE["cached"], loaded
 
 
-def execute_unit(ref: ModelRef, fn: Callable[..., Any], engine_settings: Any, args: tuple, kwargs: dict,
+@dataclass(frozen=True)
+class Cached:
+    """A value a worker builds once per loaded model, ``build(model)``, kept under ``key`` and passed
+    to every unit's ``fn`` as the keyword ``keyword``: e.g. the engine's attacked model for one
+    :class:`~advimage.engine.Settings` (:func:`advimage.engine.attacked_cache`). ``build`` must
+    pickle (a module-level function or a ``functools.partial`` of one) to reach Ray workers."""
+
+    key: str
+    build: Callable[[Any], Any]
+    keyword: str = "attacked"
+
+
+def execute_unit(ref: ModelRef, fn: Callable[..., Any], cached: Cached | None, args: tuple, kwargs: dict,
                  threads: int = 1, imports: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
-    """Run ``fn(model, *args, attacked=..., **kwargs)`` with this process's cached model; returns
-    its result and where/how long it ran. ``attacked`` is the engine's attacked model for
-    ``engine_settings`` (cached too), or omitted when ``engine_settings`` is None."""
+    """Run ``fn(model, *args, **kwargs)`` with this process's cached model, plus
+    ``{cached.keyword: cached.build(model)}`` (built once per model and key) when ``cached`` is given;
+    returns its result and where/how long it ran."""
     t0 = time.perf_counter()
-    model, attacked_cache, loaded = _worker_model(ref, threads, imports)
-    if engine_settings is not None:
-        from .engine import attacked_model
-
-        key = repr(sorted(engine_settings.identity().items()))
-        if key not in attacked_cache:
-            attacked_cache[key] = attacked_model(model, engine_settings)
-        kwargs = {**kwargs, "attacked": attacked_cache[key]}
+    model, cache, loaded = _worker_model(ref, threads, imports)
+    if cached is not None:
+        if cached.key not in cache:
+            cache[cached.key] = cached.build(model)
+        kwargs = {**kwargs, cached.keyword: cache[cached.key]}
     result = fn(model, *args, **kwargs)
     import torch
 
@@ -201,15 +210,16 @@ def model_info(model: Any) -> dict[str, Any]:
 # -- the driver side ---------------------------------------------------------------------------
 @dataclass
 class Unit:
-    """One task: ``fn(model, *args, **kwargs)`` on ``model``; ``tag`` is the caller's handle and
-    ``images`` the number of images it covers (for the progress and the worker summary)."""
+    """One task: ``fn(model, *args, **kwargs)`` on ``model`` (with the worker's :class:`Cached` value
+    as a keyword when ``cached`` is given); ``tag`` is the caller's handle and ``images`` the number of
+    images it covers (for the progress and the worker summary)."""
 
     tag: Any
     model: ModelRef
     fn: Callable[..., Any]
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
-    engine_settings: Any = None
+    cached: Cached | None = None
     images: int = 0
 
 
@@ -277,7 +287,7 @@ class LocalExecutor:
         for unit in units:
             t0 = time.perf_counter()
             threads = _current_threads()
-            result, info = execute_unit(unit.model, unit.fn, unit.engine_settings, unit.args, unit.kwargs,
+            result, info = execute_unit(unit.model, unit.fn, unit.cached, unit.args, unit.kwargs,
                                         threads=threads)
             self.stats.add(info, unit.images, time.perf_counter() - t0)
             yield unit, result
@@ -316,7 +326,7 @@ class RayExecutor:
         return max(1, int(n))
 
     def _submit(self, unit: Unit) -> Any:
-        return self._remote.remote(unit.model, unit.fn, unit.engine_settings, unit.args, unit.kwargs,
+        return self._remote.remote(unit.model, unit.fn, unit.cached, unit.args, unit.kwargs,
                                    self.threads, self.options.imports)
 
     def model_info(self, ref: ModelRef) -> dict[str, Any]:
@@ -401,7 +411,8 @@ def add_arguments(parser: Any) -> None:
                    help="with --ray: tasks at once (default: as many as the cluster's CPUs/GPUs allow)")
     g.add_argument("--cpus-per-worker", type=float, default=None,
                    help="with --ray: CPUs Ray reserves per task (default: its torch threads, i.e. --threads or this "
-                        "process's; GPU tasks: 1); the tasks run with the same threads as a local run, for the same rows")
+                        "process's; GPU tasks: 1); the tasks run with the same threads as a local run, for the same "
+                        "rows")
     g.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --ray: GPUs per task (fractions allowed)")
     g.add_argument("--ray-import", action="append", default=[], metavar="MODULE",
                    help="with --ray: a module every worker imports first (e.g. one registering custom models)")

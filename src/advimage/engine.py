@@ -395,6 +395,16 @@ def attacked_model(model, settings: Settings, fast: bool = True):
     return ResizedClassifier(model, victim_method(model.config, victim, settings.downscaler), crop_pct=crop)
 
 
+def attacked_cache(settings: Settings):
+    """:func:`attacked_model` for ``settings`` as an executor's per-worker cache entry
+    (:class:`advimage.distributed.Cached`): each worker builds it once per loaded model."""
+    from functools import partial
+
+    from .distributed import Cached
+
+    return Cached(key=repr(sorted(settings.identity().items())), build=partial(attacked_model, settings=settings))
+
+
 def quantizer_model(model, settings: Settings, attacked, fast: bool = True):
     """The classifier the quantizer goes through: the attack's, or both paths for ``pil+both``."""
     if settings.size == "native" and settings.effective_victim == "pil+both" and settings.target_score is None:
@@ -721,7 +731,7 @@ def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, setting
             if stats is not None:
                 stats.append(ex.stats)
             units = (Unit(tag=idx, model=ref, fn=run_batch, args=([items[i].with_data() for i in idx], settings),
-                          engine_settings=settings, images=len(idx)) for idx in batches)
+                          cached=attacked_cache(settings), images=len(idx)) for idx in batches)
             results = ((u.tag, _lost_rows(u.args[0], settings, r) if isinstance(r, Exception) else r)
                        for u, r in ex.run(units))
         original = (lambda r: _read(ImageItem(Path(r.file)), config, settings)) if figures else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def read_pil(path: str | Path, data: bytes | None = None) -> Image.Image:
+def read_pil(path: str | os.PathLike[str], data: bytes | None = None) -> Image.Image:
     """Open and fully decode an image with Pillow as 8-bit RGB, or raise ImageReadError.
 
     data: the file's bytes, decoded instead of opening ``path`` (which then only names it in errors).
@@ -90,8 +91,9 @@ def write_png(path: str | Path, x: Tensor) -> Path:
     return write_atomic(path, encode_png(x.cpu()))
 
 
-_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-            "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
+_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+            "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX,
+            "hamming": Image.Resampling.HAMMING}
 
 
 def resize_center_crop(img: Image.Image, size: int, crop_pct: float = 0.875,

@@ -6,7 +6,6 @@ direction and a stopping criterion.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

@@ -26,8 +26,15 @@ def stdout_console() -> Any:
 
 def progress_bar(enabled: bool = True, console: Any = None) -> Any:
     """A rich Progress: description, bar, done/total, images/s, elapsed, ETA and a status field."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class RateColumn(ProgressColumn):

@@ -255,7 +255,7 @@ def _pillow_apply(x: Tensor, kh: Tensor | None, kw: Tensor | None, rounding: boo
     # Resample.c ImagingResampleInner: ImagingResampleHorizontal_8bpc then ImagingResampleVertical_8bpc
     # on the 8-bit intermediate, or the other way round (pillow_vertical_first)
     if vertical_first is None and kh is not None and kw is not None:
-        vertical_first = pillow_vertical_first(tuple(x.shape[-2:]), (kh.shape[0], kw.shape[0]))
+        vertical_first = pillow_vertical_first((x.shape[-2], x.shape[-1]), (kh.shape[0], kw.shape[0]))
     if kh is not None and kw is not None and vertical_first:
         return clip8(clip8(kh @ x) @ kw.T)
     y = x

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_support import HelpFormatter
+
 DEFAULT_MODELS = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
 
 EXAMPLES = """examples:
@@ -14,17 +16,13 @@ EXAMPLES = """examples:
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``analyze`` (and its subcommands) to the top-level subparsers."""
     from .class_vectors import TERRIERS, UNRELATED
 
     p = subparsers.add_parser("analyze", help="analyse models (class vectors of the last layer)")
     sub = p.add_subparsers(dest="analysis", required=True)
-    cv = sub.add_parser("class-vectors", formatter_class=_Formatter, epilog=EXAMPLES,
+    cv = sub.add_parser("class-vectors", formatter_class=HelpFormatter, epilog=EXAMPLES,
                         help="thesis §5.2.3: norms of the class vectors (Table 5.2), their cosines Cω "
                              "(Tables 5.3-5.4) and the agreement of two models' Cω (Table 9.3)")
     cv.add_argument("--models", default=DEFAULT_MODELS,
@@ -41,9 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def class_vectors_main(args) -> int:
-    from ..cli import check_out_dir, fail
+    from ..cli_support import check_out_dir, fail
     from ..models import UnknownModelError, WeightsError
-    from ..models.specs import load_classifier
+    from ..specs import load_classifier
     from .report import analyze_class_vectors, markdown, parse_classes
 
     try:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .class_vectors import (MEASURES, NormStatistics, class_vectors, correlation_table, cosine_matrix,
-                            norm_statistics)
+from .class_vectors import MEASURES, NormStatistics, class_vectors, correlation_table, cosine_matrix, norm_statistics
 
 
 def parse_classes(text: str) -> tuple[int, ...]:
@@ -90,7 +89,7 @@ def heatmap(path: Path, m: Tensor, rows: Sequence, cols: Sequence, title: str, v
     return path
 
 
-def analyze_class_vectors(models: dict[str, object], out: Path, classes: Sequence[int] = (),
+def analyze_class_vectors(models: dict[str, nn.Module], out: Path, classes: Sequence[int] = (),
                           against: Sequence[int] = (), plots: bool = True) -> dict:
     """Write Table 5.2 (``norms.csv``), the Cω blocks (``cosine_<model>.csv``, ``cosine_<model>_against.csv``,
     heat maps), Table 9.3 for every pair of ``models`` and every measure (``correlation.csv``,
@@ -123,10 +122,10 @@ def analyze_class_vectors(models: dict[str, object], out: Path, classes: Sequenc
         blocks[name] = entry
     with open(out / "norms.csv", "w", newline="") as fh:
         keys = list(stats[0].to_dict()) if stats else []
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
         for s in stats:
-            w.writerow(s.to_dict())
+            writer.writerow(s.to_dict())
     tables = {m: correlation_table(full, m) for m in MEASURES} if len(full) > 1 else {}
     names = list(full)
     with open(out / "correlation.csv", "w", newline="") as fh:

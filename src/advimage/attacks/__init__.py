@@ -13,4 +13,5 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-__all__ = ["AttackResult", "BudgetExceeded", "LossOracle", "UnknownAttackError", "AttackSpec", "get", "names", "register", "spec"]
+__all__ = ["AttackResult", "BudgetExceeded", "LossOracle", "UnknownAttackError", "AttackSpec", "get", "names",
+           "register", "spec"]

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from ..distortion import distortion
-from ..tensor_ops import batch_view, l2_normalize  # noqa: F401  (re-exported)
 from ..oracle import BudgetExceeded, LossFn, LossOracle  # noqa: F401  (re-exported)
+from ..tensor_ops import batch_view, l2_normalize  # noqa: F401  (re-exported)
 
 
 @dataclass

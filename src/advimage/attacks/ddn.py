@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AttackResult, BestTracker, LossOracle, batch_view, check_inputs, l2_normalize
 from ..criteria import label_criterion
+from .base import AttackResult, BestTracker, LossOracle, batch_view, check_inputs, l2_normalize
 from .registry import register
 
 

@@ -20,9 +20,9 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from ..criteria import label_criterion
 from ..distortion import distortion
 from .base import AttackResult, BudgetExceeded, check_inputs
-from ..criteria import label_criterion
 from .registry import register
 
 
@@ -107,7 +107,6 @@ def hsj(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 5000, targeted: 
 @torch.no_grad()
 def _hsj_chunk(fb, model, x, y, steps, targeted, seed, gradient_evals, max_gradient_evals,
                init_steps, init_directions, final_scales):
-    n = x.shape[0]
     reserve = len(final_scales)
     wrapper = _CountingModel(model, x, y, targeted, limit=steps)
     x0 = x.detach().float().flatten(1)

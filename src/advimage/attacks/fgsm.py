@@ -6,7 +6,6 @@ pass per trial: ``steps`` is the number of trials.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from .base import AttackResult, BestTracker, LossOracle, check_inputs

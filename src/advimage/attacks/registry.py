@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
-
-from torch import Tensor, nn
+from typing import Any, Callable
 
 from .base import AttackResult
 
 BUDGET_UNITS = ("gradients", "queries", "forwards")
 
 
-class Attack(Protocol):
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, steps: int, targeted: bool = False,
-                 **params) -> AttackResult: ...
+#: ``attack(model, x, y, *, steps, targeted=False, **its own keyword hyperparameters) -> AttackResult``,
+#: ``y`` labels or a criterion. A plain alias, not a Protocol: each attack has its own keywords.
+Attack = Callable[..., AttackResult]
 
 
 @dataclass(frozen=True)

@@ -423,7 +423,8 @@ def surfree(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 5000, target
     for s in range(0, n, bs):
         sl = slice(s, s + bs)
         run = _SurFree(model, x[sl], y[sl], steps, targeted, gen, theta_max, rho, T, n_ortho, bs_steps,
-                       bs_gamma, tuple(freq_range), final_line_search, init_attempts,
+                       bs_gamma, tuple(freq_range),  # type: ignore[arg-type]  # a list from JSON is a pair too
+                       final_line_search, init_attempts,
                        None if x_init is None else x_init[sl])
         outs.append(run.run())
     if outs:

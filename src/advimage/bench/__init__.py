@@ -22,12 +22,13 @@ from .metrics import (
     unquantized_curves,
 )
 from .report import GalleryItem, ModelRow, ReportFiles, example_item, table_rows, write_report
-from .store import ResultStore, settings_hash
 from .runner import BenchmarkResult, run_benchmark
+from .store import ResultStore, settings_hash
 
 __all__ = [
     "ExponentialFit", "OperatingCurve", "RobustnessSummary", "curve_from_rows", "effective_distortion",
     "empirical_half_distortion", "fit_conventions", "fit_exponential", "operating_curve", "success_at", "summarize",
-    "summarize_rows", "unquantized_curve_from_rows", "unquantized_curves", "GalleryItem", "ModelRow", "ReportFiles", "example_item", "table_rows",
+    "summarize_rows", "unquantized_curve_from_rows", "unquantized_curves", "GalleryItem", "ModelRow", "ReportFiles",
+    "example_item", "table_rows",
     "write_report", "ResultStore", "settings_hash", "BenchmarkResult", "run_benchmark",
 ]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli_types import df_value as _df
-from ..cli_types import quantizer_name as _quantizer
+from ..cli_support import HelpFormatter
 from ..cli_types import add_pass_arguments, pass_options
+from ..cli_types import df_value as _df
 from ..cli_types import positive_int as _positive
+from ..cli_types import quantizer_name as _quantizer
 
 EXAMPLES = """examples:
   advimage bench val/ --models efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 --out runs/lite
@@ -25,18 +26,14 @@ EXAMPLES = """examples:
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
         "bench", help="RoBIC benchmark: white-box + black-box half-distortions of models on an image set",
-        description="Attack every image with every model (white box: attack + quantization, a lattice walk or scaled by default; black box: "
-                    "SurFree), verify on PNG-decoded pixels, store each batch (resumable), and write "
-                    "OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
-        epilog=EXAMPLES, formatter_class=_Formatter)
+        description="Attack every image with every model (white box: attack + quantization, a lattice walk or "
+                    "scaled by default; black box: SurFree), verify on PNG-decoded pixels, store each batch "
+                    "(resumable), and write OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
+        epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("images", nargs="+", help="image set: folder with labels.csv, ImageFolder tree, files")
     p.add_argument("--models", default="efficientnet_lite0", help="comma-separated model names (see `advimage models`)")
     g = p.add_mutually_exclusive_group()
@@ -53,7 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="quantizer of white-box outputs (a name or spec string, see `advimage quantizers`); auto: "
                         "lattice-int when --steps >= 100, lattice from 62, else scaled. Black-box jobs use it where "
                         "it needs no gradient, else jpeg-pixels (for jpeg) or scaled")
-    p.add_argument("--quality", type=int, default=None, help="JPEG quality for --quantize jpeg/jpeg-pixels (default 90)")
+    p.add_argument("--quality", type=int, default=None,
+                   help="JPEG quality for --quantize jpeg/jpeg-pixels (default 90)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="κ (logits) the quantized images must reach (0: RoBIC's protocol, the boundary distance)")
     add_pass_arguments(p)
@@ -87,10 +85,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``advimage bench``; prints the Markdown table and the report path. Returns the exit code."""
     from ..attacks import UnknownAttackError
     from ..data import DataError
+    from ..distributed import RayUnavailableError, options_from_args
     from ..models import UnknownModelError, WeightsError
     from .runner import DEFAULT_ATTACKS, ConfigError, RunExistsError, run_benchmark
-
-    from ..distributed import RayUnavailableError, options_from_args
 
     attacks = args.compare_attacks or args.attacks or ",".join(DEFAULT_ATTACKS)
     try:

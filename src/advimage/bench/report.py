@@ -216,7 +216,8 @@ def plot_curves(entries: Sequence[tuple[RobustnessSummary, OperatingCurve]], pat
         color = f"C{i % 10}"
         d = np.append(c.d, x_max) if c.d[-1] < x_max else c.d
         p = np.append(c.p, c.p[-1]) if c.d[-1] < x_max else c.p
-        label = f"{_label(s)}: d½ {_d(s.d_half_empirical)} (empirical), fit d½={_d(s.d_half_fit)}, R²={_num(s.r2, '.3f')}"
+        label = (f"{_label(s)}: d½ {_d(s.d_half_empirical)} (empirical), fit d½={_d(s.d_half_fit)}, "
+                 f"R²={_num(s.r2, '.3f')}")
         ax.step(d, p, where="post", color=color, lw=1.8, label=label)
         if s.lam > 0 and math.isfinite(s.lam):
             ax.plot(xs, 1 - s.accuracy * np.exp(-s.lam * xs), "--", color=color, lw=1.0)

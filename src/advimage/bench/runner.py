@@ -10,7 +10,7 @@ For every (model, attack) of a benchmark and every image of the set:
 - black box (SurFree): a label-query budget ``queries``; the attack already outputs integers;
 - the file bytes are decoded back with Pillow, and success and distortion (eq. 6.2) are
   measured on the decoded pixels (the file is the truth);
-- models may be defended classifiers (``efficientnet_lite0+jpeg:75``, see :mod:`advimage.models.specs`);
+- models may be defended classifiers (``efficientnet_lite0+jpeg:75``, see :mod:`advimage.specs`);
 - an original the model already misclassifies (prediction != label) is not attacked: it counts
   as fooled at distortion 0 (§6.2.4); an image without a label is labelled by the model itself;
 - a missing or corrupt image becomes an error row and the run goes on.
@@ -52,14 +52,14 @@ from ..attacks import spec as attack_spec
 from ..codec import decode, encode_png, write_atomic
 from ..data import ImageItem, check_labels, discover
 from ..distributed import ModelRef, RayOptions, Unit, executor, worker_table
-from ..engine import run_batch
 from ..engine import Settings as EngineSettings
+from ..engine import attacked_cache, run_batch
 from ..images import ImageReadError, load_for_model, read_image
 from ..models import PixelClassifier
-from ..models.specs import check as check_model_spec
 from ..progress import progress_bar, stderr_console
 from ..quantize import AUTO
 from ..quantize import spec as quantizer_spec
+from ..specs import check as check_model_spec
 from .metrics import OperatingCurve, RobustnessSummary, summarize_rows, unquantized_curves
 from .report import GalleryItem, ModelRow, ReportFiles, example_item, plot_curves, table_rows, write_report
 from .store import COLUMNS, DB_NAME, ResultStore
@@ -211,7 +211,8 @@ def _refuse_unused_options(quantizer: str, df: float | None, quality: int | None
         raise ConfigError(f"--df applies to the quantizers smart, smart-prune, jpeg and the stego ones; "
                           f"--quantize {quantizer} does not use it")
     if quality is not None and not any(s.uses_quality for s in used):
-        raise ConfigError(f"--quality applies to --quantize jpeg or jpeg-pixels; --quantize {quantizer} does not use it")
+        raise ConfigError(f"--quality applies to --quantize jpeg or jpeg-pixels; --quantize {quantizer} does not "
+                          "use it")
 
 
 def batch_seed(seed: int, model: str, attack: str, index: int) -> int:
@@ -356,8 +357,9 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         (:data:`BLACK_BOX_ATTACKS`) ``queries`` label queries.
     df: degree of freedom of smart quantization (None: 1; refused where no quantizer takes it).
     limit: first N images. quantizer, quality: the quantizer of white-box outputs (``auto`` or any
-        registered one: smart, jpeg, ...; see :func:`black_box_quantizer`) and its JPEG quality (None: 90). size, victim: as in :class:`advimage.engine.Settings` (the thesis's
-        RoBIC protocol attacks at the model's resolution: ``size="model"``).
+        registered one: smart, jpeg, ...; see :func:`black_box_quantizer`) and its JPEG quality (None: 90).
+        size, victim: as in :class:`advimage.engine.Settings` (the thesis's RoBIC protocol attacks at the
+        model's resolution: ``size="model"``).
     precision, channels_last, compile: faster attack passes (:mod:`advimage.models.fast`);
         the files are verified in fp32.
     models may name defended classifiers, e.g. ``efficientnet_lite0+jpeg:75``.
@@ -481,7 +483,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
                                    args=(job, batch, [keys[i] for i in pending]),
                                    kwargs=dict(seed=batch_seed(seed, job.model, job.label, b),
                                                examples_left=gallery if b < gallery else 0),
-                                   engine_settings=job.engine, images=len(pending))
+                                   cached=attacked_cache(job.engine), images=len(pending))
 
         with progress_bar(progress, console) as bar:
             tasks = [bar.add_task(f"{j.model} · {j.label}", total=len(items), completed=len(d & key_set),
@@ -572,7 +574,7 @@ def _gallery(run_dir: Path, jobs: Sequence[Job], rows: Sequence[dict[str, Any]],
             except ImageReadError:
                 continue  # example file removed: the rows still hold the measurement
             cn = class_names.get(j.model, [])
-            name = lambda i: cn[i] if 0 <= i < len(cn) else str(i)  # noqa: E731
+            name = lambda i: cn[i] if 0 <= i < len(cn) else str(i)  # noqa: E731, B023  (used in this iteration only)
             items.append(example_item(f"{j.model} · {j.label}: {r['image']}, d = {r['distortion']:.3f}", x0, xa,
                                       original_class=name(int(r["label"])),
                                       adversarial_class=name(int(r["adv_label"]))))

@@ -12,7 +12,7 @@ Approximation, Athalye et al. 2018), used by the "PGD2 BPDA" row of Table 7.1:
 * ``"none"``: no gradient at all (the output is detached).
 
 :func:`jpeg_float` is a reformer that is *not* the real thing, kept to measure where rounding
-matters (``benchmarks/bench_jpeg_reformer_why.py``): JPEG's coefficient quantization in float
+matters (``studies/jpeg_reformer_why.py``): JPEG's coefficient quantization in float
 arithmetic, without rounding the input or the output to 8 bits.
 """
 
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..jpeg.io import clamp_coefficients, compress
 from ..jpeg.transform import decode_like_libjpeg, from_dct, to_dct
 from ..models.protocol import WrappedClassifier
-from . import register
+from .registry import register
 
 BACKWARDS = ("identity", "cubic", "none")
 ENGINES = ("pillow", "torch")

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..models.protocol import WrappedClassifier
 from ..resize import DOWNSCALERS, EvalTransform, resize, shorter_side_size
-from . import register
+from .registry import register
 
 
 class RandomDownscale(nn.Module):

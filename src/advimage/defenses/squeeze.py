@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.protocol import WrappedClassifier
-from . import register
+from .registry import register
 
 BACKWARDS = ("identity", "exact", "none")
 
@@ -213,5 +213,6 @@ def median_defense(model: nn.Module, size: int = 2, backward: str = "identity") 
     return MedianDefense(model, size=check_window(size), backward=backward)
 
 
-bits_defense.check_arg = check_bits  # type: ignore[attr-defined]  (spec checks before building)
+# the spec checks an argument before building (advimage.specs.check)
+bits_defense.check_arg = check_bits  # type: ignore[attr-defined]
 median_defense.check_arg = check_window  # type: ignore[attr-defined]

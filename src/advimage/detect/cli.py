@@ -13,10 +13,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
+from ..cli_support import HelpFormatter
 from ..cli_types import positive_int as _positive
-
 from . import DETECTORS
+
 FEATURE_KINDS = ("srm", "scrmq1")
 CACHE_NAME = "features-cache"
 
@@ -27,10 +29,6 @@ EXAMPLES = """examples:
   advimage detect evaluate det/scrmq1-ridge pairs/ --out det/scrmq1-ridge/eval
   advimage detect score det/srnet photo_adv.png photo.png --json
 """
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
 
 
 def _fpr(value: str) -> float:
@@ -57,15 +55,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("detect", help="steganalysis detectors of adversarial images (SRM, SCRMQ1, SRNet)",
                               description="Train and evaluate detectors of adversarial PNG images on a pair set "
                                           "(a folder with pairs.csv: source,cover,adversarial,split).",
-                              epilog=EXAMPLES, formatter_class=_Formatter)
+                              epilog=EXAMPLES, formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="detect_command", required=True)
     f = sub.add_parser("features", help="extract and cache rich-model features of every image of a pair set",
-                       formatter_class=_Formatter)
+                       formatter_class=HelpFormatter)
     f.add_argument("pairset", help="folder with pairs.csv")
     f.add_argument("--kind", default="scrmq1", choices=FEATURE_KINDS, help="srm: 34,671-d on luminance; "
                    "scrmq1: 18,157-d colour")
     _common(f, device=False)
-    t = sub.add_parser("train", help="train a detector on the train split", formatter_class=_Formatter)
+    t = sub.add_parser("train", help="train a detector on the train split", formatter_class=HelpFormatter)
     t.add_argument("pairset", help="folder with pairs.csv")
     t.add_argument("--detector", default="ridge", choices=DETECTORS, help="ridge / fld on features, srnet on pixels")
     t.add_argument("--features", default=None, choices=FEATURE_KINDS,
@@ -75,12 +73,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="SRNet epochs (lr 1e-3 for the first 100/180 of them, then 1e-4)")
     t.add_argument("--seed", type=int, default=0, help="random seed (SRNet, FLD ensemble)")
     _common(t)
-    s = sub.add_parser("score", help="score image files with a saved detector", formatter_class=_Formatter)
+    s = sub.add_parser("score", help="score image files with a saved detector", formatter_class=HelpFormatter)
     s.add_argument("detector_dir", help="detector folder (detector.json)")
     s.add_argument("files", nargs="+", help="image files")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(s)
-    e = sub.add_parser("evaluate", help="TPR at 5%% FPR, AUC, ROC on the test split", formatter_class=_Formatter)
+    e = sub.add_parser("evaluate", help="TPR at 5%% FPR, AUC, ROC on the test split", formatter_class=HelpFormatter)
     e.add_argument("detector_dir", help="detector folder (detector.json)")
     e.add_argument("pairset", help="folder with pairs.csv")
     e.add_argument("--out", default=None, help="output folder (default: DETECTOR_DIR/evaluation)")
@@ -89,7 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _fail(msg: str, code: int = 2) -> None:
+def _fail(msg: str, code: int = 2) -> NoReturn:
     print(f"advimage detect: {msg}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -116,7 +114,7 @@ def _cache(args, pairset: str | None) -> Path | None:
 
 
 def _device(args) -> str:
-    from ..cli import check_device
+    from ..cli_support import check_device
 
     return check_device(args.device)
 
@@ -145,7 +143,7 @@ def _features(args) -> int:
 
 
 def _train(args) -> int:
-    from ..cli import check_out_dir
+    from ..cli_support import check_out_dir
     from .store import annotate
 
     if args.detector == "srnet" and args.features is not None:

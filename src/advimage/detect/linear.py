@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .store import read_meta, write_meta
+from .meta import read_meta, write_meta
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))
 

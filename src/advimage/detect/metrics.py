@@ -49,7 +49,7 @@ class Roc:
     @property
     def auc(self) -> float:
         """Area under the curve (trapezoids; ties scored 1/2)."""
-        trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 renamed it
+        trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined]  # NumPy 2 renamed it
         return float(trapezoid(self.tpr, self.fpr))
 
 

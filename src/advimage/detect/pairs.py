@@ -90,8 +90,8 @@ def read_pairs(folder: str | Path, *, check_files: bool = True) -> list[Pair]:
     if leaks:
         more = f" (and {len(leaks) - 5} more)" if len(leaks) > 5 else ""
         raise PairSetError(f"{csv_path}: the same photo in train and test: source(s) {', '.join(leaks[:5])}{more}")
-    for p in pairs:
-        p.success  # noqa: B018 (validates the column early)
+    for pair in pairs:
+        pair.success  # noqa: B018 (validates the column early)
     return pairs
 
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .store import read_meta, write_meta
+from .meta import read_meta, write_meta
 
 FULL_EPOCHS, HIGH_LR_EPOCHS = 180, 100  # thesis: 1e-3 for epochs 1-100, then 1e-4 for 80 epochs
 

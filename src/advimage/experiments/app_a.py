@@ -153,7 +153,7 @@ def markdown(s: dict) -> str:
         "quality: original → file → JPEG | already below |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, r in s["rows"].items():
+    for r in s["rows"].values():
         th = THESIS.get((r["method"], r["target"]))
         lines.append(
             f"| {'spatial → PNG' if r['method'] == 'spatial' else 'DCT → JPEG 90'} | {r['target']:g} | "
@@ -193,7 +193,7 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
-    from ..cli import fail
+    from ..cli_support import fail
 
     if not 1 <= args.quality <= 100:
         fail("--quality must be in [1, 100]")

@@ -190,7 +190,7 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
 
 def main(args) -> int:
     from ..bench.runner import ConfigError
-    from ..cli import fail
+    from ..cli_support import fail
     from ..data import DataError
     from ..models import UnknownModelError, WeightsError
 

@@ -137,7 +137,7 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                     x = torch.stack([read_image(p) for p in files[source]]).to(model.device).float()
                 preds = defended_predictions(model, x, defense_qualities)
                 d = distortion(x, x0)
-                for j, s in enumerate(stems):
+                for j in range(len(stems)):
                     rows.append(Row(
                         image=batch[j][0].path.name, label=int(y[j]), correct=bool(correct[j]), source=source,
                         file=str(files[source][j]) if files[source][j] is not None else "", distortion=float(d[j]),

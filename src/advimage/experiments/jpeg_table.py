@@ -193,7 +193,7 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                         continue
                     xf = read_files(paths, model.device)
                     verdict[kind] = (model.predict(xf) != y, distortion(xf, x0))
-                for j, s in enumerate(stems):
+                for j in range(len(stems)):
                     rows.append(Row(
                         image=batch[j][0].path.name, label=int(y[j]), quality=int(q), correct=bool(correct[j]),
                         plain_success=bool(verdict["plain"][0][j]), plain_distortion=float(verdict["plain"][1][j]),

@@ -77,7 +77,8 @@ def markdown(s: dict) -> str:
     df = s["df"]
     lines = [
         f"{s['attack']} best-effort, {s['steps']} gradients in all (attack + quantizer), {s['model']}, "
-        f"{s['images']} images (clean accuracy {100 * s['accuracy_clean']:.1f}%, {s['n_correct']} correctly classified)",
+        f"{s['images']} images (clean accuracy {100 * s['accuracy_clean']:.1f}%, "
+        f"{s['n_correct']} correctly classified)",
         "",
         "| output | accuracy (%) | success on correct (%) | mean distortion |",
         "|---|---|---|---|",

@@ -72,7 +72,7 @@ def base_image(path: Path, size: int = BASE_SIZE) -> Any:
     w, h = img.size
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
-    return img.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR)
+    return img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR)
 
 
 def prepare_bases(items: list[ImageItem], folder: Path, size: int = BASE_SIZE) -> list[ImageItem]:
@@ -380,8 +380,8 @@ def transfer_table(rows_by_config: dict[str, list[AttackRow]], out: Path, model_
     for kind in ("file", "float"):
         m = accuracy_matrix(rows_by_config, kind)
         summary[kind] = m
-        heatmap(m, out / f"table92_{kind}.png", f"{model_name}: accuracy of {'PNG files' if kind == 'file' else 'floats'}"
-                f" (defense × attack)", order)
+        what = "PNG files" if kind == "file" else "floats"
+        heatmap(m, out / f"table92_{kind}.png", f"{model_name}: accuracy of {what} (defense × attack)", order)
         write_csv(out / f"table92_{kind}.csv", ["defense"] + list(order),
                   [[d] + [round(m[d][a], 2) for a in order] for d in order])
         md += [f"**{'PNG files (quantized at 600×600, decoded)' if kind == 'file' else 'Floats'}**", "",
@@ -513,7 +513,8 @@ def random_resize_table(rows_by_config: dict[str, list[AttackRow]], out: Path, m
     (out / "random_resize.json").write_text(json.dumps(summary, indent=2, default=str))
     write_csv(out / "random_resize.csv", ["attack", "success_file_pct", "success_float_pct",
                                           "success_file_without_bilg_pct", "d90_file"],
-              [[c, v["file"], v["float"], v["file_without_bilg"], v["d90_file"]] for c, v in summary["success"].items()])
+              [[c, v["file"], v["float"], v["file_without_bilg"], v["d90_file"]]
+               for c, v in summary["success"].items()])
     text = "\n".join(md) + "\n"
     (out / "random_resize.md").write_text(text)
     return text
@@ -577,7 +578,8 @@ def _prepare(args: argparse.Namespace) -> Path:
              old.get("quantizer", "smart"))
                 != (args.model, args.steps, args.seed, args.base_size, args.quantize)):
             raise SystemExit(f"advimage: {out} holds attacks of {old.get('model')} (steps {old.get('steps')}, seed "
-                             f"{old.get('seed')}, quantizer {old.get('quantizer', 'smart')}); use another --out for other settings")
+                             f"{old.get('seed')}, quantizer {old.get('quantizer', 'smart')}); use another --out for "
+                             "other settings")
     return out
 
 

@@ -53,7 +53,8 @@ def model_point(model_name: str, bases: list, *, steps: int, seed: int, batch_si
 
     model = load_model(model_name, device=device)
     size = model.config.input_size
-    x = torch.stack([pil_to_tensor(read_pil(b.path).resize((size, size), Image.BILINEAR)) for b in bases]).float()
+    x = torch.stack([pil_to_tensor(read_pil(b.path).resize((size, size), Image.Resampling.BILINEAR))
+                     for b in bases]).float()
     y = torch.tensor([b.label for b in bases])
     pred = model.predict(x.to(model.device)).cpu()
     correct = (pred == y)
@@ -192,7 +193,7 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from ..models import UnknownModelError
-    from ..models.specs import check
+    from ..specs import check
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:

@@ -38,8 +38,8 @@ from ..defenses.feature_squeezing import FeatureSqueezingDetector
 from ..engine import Settings, run_batch, write_outputs
 from ..images import ImageReadError, load_for_model, read_image
 from ..models import load_model
-from ..models.specs import apply_defense
-from ..models.specs import parse as parse_spec
+from ..specs import apply_defense
+from ..specs import parse as parse_spec
 from .options import experiment_parser
 
 DEFAULT_DEFENSES = ("bits:3", "median:2")
@@ -363,7 +363,7 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
 def main(args) -> int:
     """Entry point for parsed ``advimage experiment squeezing`` arguments."""
     from ..attacks import names as attack_names
-    from ..models.specs import check as check_spec
+    from ..specs import check as check_spec
 
     if args.attack not in attack_names():
         raise SystemExit(f"advimage: unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")

@@ -96,7 +96,7 @@ def make_covers(items: list[ImageItem], out: Path, *, size: int, train_crops: in
         count = test_crops if split == "test" else train_crops
         digest = int(hashlib.sha256(f"{seed}:{source}".encode()).hexdigest()[:8], 16)
         for j, box in enumerate(crop_boxes(img.width, img.height, count, digest)):
-            crop = img.crop(box).resize((size, size), Image.LANCZOS)
+            crop = img.crop(box).resize((size, size), Image.Resampling.LANCZOS)
             name = f"{source}-{j}.png"
             codec.write_atomic(out / "covers" / name, codec.encode_png(torch.from_numpy(np.asarray(crop).copy())
                                                                         .permute(2, 0, 1)))

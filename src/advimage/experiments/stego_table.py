@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test_rows = [r for r in rows if r["split"] == "test"]
     summary: dict[str, Any] = {
         "size": args.size, "model": args.model, "crops": len(rows), "test_crops": len(test_rows),
-        "accuracy_test": float(np.mean([int(r["prediction"]) == int(r["label"]) for r in test_rows])) if test_rows else None,
+        "accuracy_test": (float(np.mean([int(r["prediction"]) == int(r["label"]) for r in test_rows]))
+                          if test_rows else None),
         "attack_seconds": attack_seconds, "variants": {},
     }
     for name, vrows in made.items():
@@ -111,8 +112,9 @@ def detect_stage(args, out: Path, train: Variant, tests: list[Variant], retrain:
         t0 = time.perf_counter()
 
         def feats(files: list[str], folder: str) -> np.ndarray:
-            return extract_files([out / folder / f for f in files], kind, processes=args.processes, cache_dir=cache,
-                                 progress=not args.quiet)
+            # called only within this iteration of `kind`
+            return extract_files([out / folder / f for f in files], kind,  # noqa: B023
+                                 processes=args.processes, cache_dir=cache, progress=not args.quiet)
         clean = feats(test_covers, "covers")
         trainings = [train] + ([retrain] if retrain else [])
         adv_test = {v.name: feats(_ok(made[v.name]), f"adv/{v.name}") for v in tests}
@@ -131,10 +133,12 @@ def detect_stage(args, out: Path, train: Variant, tests: list[Variant], retrain:
                 key = f"{kind}/{det_name}/{tv.name}"
                 clean_scores = det.score(clean)
                 thr = threshold_at_fpr(clean_scores, 0.05)
-                entry = {"train_pairs": len(cover_f), "fit_seconds": time.perf_counter() - t1, "threshold": thr,
-                         "fpr_clean": float(np.mean(clean_scores > thr)),
-                         "train_accuracy": float((np.mean(det.score(cover_f) <= 0) + np.mean(det.score(stego_f) > 0)) / 2)
-                         if det_name == "ridge" else None, "tpr5": {}}
+                fit_seconds = time.perf_counter() - t1
+                train_accuracy = (float((np.mean(det.score(cover_f) <= 0) + np.mean(det.score(stego_f) > 0)) / 2)
+                                  if det_name == "ridge" else None)
+                entry: dict[str, Any] = {"train_pairs": len(cover_f), "fit_seconds": fit_seconds, "threshold": thr,
+                         "fpr_clean": float(np.mean(clean_scores > thr)), "train_accuracy": train_accuracy,
+                         "tpr5": {}}
                 for v in tests:
                     s = det.score(adv_test[v.name])
                     entry["tpr5"][v.name] = float(np.mean(s > thr)) if len(s) else None
@@ -201,7 +205,8 @@ def tables(summary: dict[str, Any], tests: list[Variant], train: Variant, retrai
                   + " | thesis SCRMQ1 |", "|" + "---|" * (2 + len(keys4) + 1)]
         for v in tests:
             cells = [f"{100 * det[k]['tpr5'][v.name]:.1f}" for k in keys4]
-            lines.append(f"| {v.quantizer} | {v.df_ch8} | " + " | ".join(cells) + f" | {THESIS_84.get((v.quantizer, v.df_ch8), '–')} |")
+            thesis = THESIS_84.get((v.quantizer, v.df_ch8), "–")
+            lines.append(f"| {v.quantizer} | {v.df_ch8} | " + " | ".join(cells) + f" | {thesis} |")
     return "\n".join(lines) + "\n"
 
 
@@ -242,7 +247,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--detectors", nargs="+", default=["ridge", "fld"], choices=["ridge", "fld"],
                    help="classifiers trained on the features")
     p.add_argument("--fld-L", type=positive_int_or_auto, default="automatic", help="FLD ensemble: base learners")
-    p.add_argument("--fld-dsub", type=positive_int_or_auto, default="automatic", help="FLD ensemble: subspace dimension")
+    p.add_argument("--fld-dsub", type=positive_int_or_auto, default="automatic",
+                   help="FLD ensemble: subspace dimension")
     p.add_argument("--srnet-epochs", type=int, default=0, help="SRNet epochs on the training pairs (0: skip)")
     p.add_argument("--processes", type=positive_int, default=2, help="feature-extraction processes")
     p.add_argument("--stage", choices=["pairs", "all"], default="all", help="stop after making the pairs")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import codec
 from .transform import BLOCK, padded_size, quant_tables
 
 # Baseline Huffman coding limits (libjpeg jchuff.c): AC magnitudes need at most 10 bits,
@@ -86,6 +87,14 @@ def write_coefficients(path: str | os.PathLike, coeffs: Tensor, quality: int,
     jpeg.write_dct(str(path))
 
 
+def encode_coefficients(coeffs: Tensor, quality: int, size: tuple[int, int] | None = None) -> bytes:
+    """JPEG bytes holding integer DCT coefficients (3, Hb, Wb, 8, 8) as they are (see :func:`write_coefficients`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.jpg"
+        write_coefficients(path, coeffs, quality, size)
+        return path.read_bytes()
+
+
 def read_coefficients(path: str | os.PathLike) -> JpegCoefficients:
     """Read the quantized DCT coefficients of a 4:4:4 YCbCr JPEG file with jpeglib (libjpeg)."""
     import jpeglib
@@ -100,10 +109,8 @@ def read_coefficients(path: str | os.PathLike) -> JpegCoefficients:
 
 def decode(path: str | os.PathLike | bytes) -> Tensor:
     """Decode a JPEG file (path or bytes) with Pillow -> uint8 (3, H, W) RGB (see :mod:`advimage.codec`)."""
-    from ..codec import decode as decode_bytes
-
     data = bytes(path) if isinstance(path, (bytes, bytearray)) else Path(path).read_bytes()
-    return decode_bytes(data)
+    return codec.decode(data)
 
 
 def roundtrip(coeffs: Tensor, quality: int, size: tuple[int, int] | None = None,
@@ -132,9 +139,7 @@ def roundtrip(coeffs: Tensor, quality: int, size: tuple[int, int] | None = None,
 
 def encode(x: Tensor, quality: int) -> bytes:
     """Plain JPEG compression of one image uint8 (3, H, W); see :func:`advimage.codec.encode_jpeg`."""
-    from ..codec import encode_jpeg
-
-    return encode_jpeg(x, quality)
+    return codec.encode_jpeg(x, quality)
 
 
 def compress(x: Tensor, quality: int) -> Tensor:
@@ -152,6 +157,4 @@ def compress(x: Tensor, quality: int) -> Tensor:
 
 def write_pixels(path: str | os.PathLike, x: Tensor, quality: int) -> None:
     """Save uint8 pixels (3, H, W) as a plain 4:4:4 JPEG at ``quality`` (Pillow), atomically."""
-    from ..codec import write_atomic
-
-    write_atomic(path, encode(x, quality))
+    codec.write_atomic(path, encode(x, quality))

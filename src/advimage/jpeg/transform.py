@@ -35,8 +35,8 @@ import math
 from functools import lru_cache
 
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
 BLOCK = 8
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,9 @@ class PixelClassifier(nn.Module):
     mean and std as buffers so that ``.to(device)`` moves them.
     """
 
+    mean: Tensor  # buffers (register_buffer), declared for type checkers
+    std: Tensor
+
     def __init__(self, net: nn.Module, config: ModelConfig, class_names: list[str] | None = None) -> None:
         super().__init__()
         self.net = net
@@ -67,9 +71,10 @@ class PixelClassifier(nn.Module):
 
 
 @torch.no_grad()
-def predict_classes(model: nn.Module, x: Tensor, batch_size: int = 64) -> Tensor:
+def predict_classes(model: Any, x: Tensor, batch_size: int = 64) -> Tensor:
     """Classes (N,) of a classifier on pixels x (N, 3, H, W), in batches, without gradient. For
-    models with several outputs per image (logits (N, P, C)), the first output's class."""
+    models with several outputs per image (logits (N, P, C)), the first output's class.
+    model: a classifier (:class:`advimage.models.protocol.Classifier`: an ``nn.Module`` with a ``device``)."""
     out = []
     for i in range(0, len(x), batch_size):
         logits = model(x[i:i + batch_size].to(model.device).float())

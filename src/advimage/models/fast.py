@@ -15,6 +15,8 @@ shared, not copied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +32,8 @@ class FastClassifier(WrappedClassifier):
     input's memory format. compile: run ``torch.compile(base, dynamic=True)`` (dynamic shapes: the
     attacks shrink their batches as images finish, which would otherwise recompile).
     """
+
+    _run: Callable[[Tensor], Tensor]  # set with object.__setattr__ in __init__ (not a submodule)
 
     def __init__(self, base: nn.Module, *, precision: str = "fp32", channels_last: bool = False,
                  compile: bool = False) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,6 +20,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file not found: {path}")
+    sd: Any  # a state dict, or a checkpoint holding one (checked below)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

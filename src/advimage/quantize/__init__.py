@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .base import (QuantizedImages, QuantizerSpec, UnknownQuantizerError, critical_lambda, names, register,
-                   spec)
+from .base import QuantizedImages, QuantizerSpec, UnknownQuantizerError, critical_lambda, register
 from .spatial import admissible_bounds, lambda_c, quantize_at, quantize_spatial, round_pixels
 from .jpeg import quantize_jpeg  # noqa: E402  (registers "jpeg" after the spatial ones)
 from .stego import quantize_gina  # noqa: E402,F401  (registers "gina")
 from .scaled import quantize_scaled  # noqa: E402  (registers "scaled")
 from .lattice import quantize_lattice  # noqa: E402
-from .grammar import ALIASES, RULES, Recipe, parse  # noqa: E402  (spec strings; the aliases below)
+from .grammar import ALIASES, RULES, Recipe, names, parse, spec  # noqa: E402  (rules, aliases, spec strings)
 
 
 #: the default quantizer name, resolved by :func:`default_quantizer` (engine settings, CLI)

@@ -50,13 +50,14 @@ class QuantizedImages:
     def encode(self, i: int) -> bytes:
         """The file bytes of image ``i`` (PNG, JPEG or .npy by ``suffix``)."""
         from .. import codec
+        from ..jpeg.io import encode_coefficients
 
         if self.suffix == ".npy":
             return codec.encode_npy(self.pixels[i])
         if self.suffix == ".jpg":
             if self.coefficients is None or self.quality is None:
                 return codec.encode_jpeg(self.pixels[i].cpu(), self.quality or 90)
-            return codec.encode_coefficients(self.coefficients[i].cpu(), self.quality, tuple(self.pixels.shape[-2:]))
+            return encode_coefficients(self.coefficients[i].cpu(), self.quality, tuple(self.pixels.shape[-2:]))
         return codec.encode_png(self.pixels[i].cpu())
 
 
@@ -160,28 +161,10 @@ def register(name: str, *, suffix: str, gradients: int, description: str,
     return deco
 
 
-def names() -> list[str]:
-    """The rules and the aliases of :mod:`.grammar` (any spec string of the grammar is valid too)."""
-    from .grammar import ALIASES
-
-    return list(_QUANTIZERS) + [a for a in ALIASES if a not in _QUANTIZERS]
-
-
-_BUILT: dict[str, QuantizerSpec] = {}
-
-
-def spec(name: str) -> QuantizerSpec:
-    """The quantizer of a registered name, an alias or a spec string (``scaled+walk:int:49+prune:1``)."""
-    if name in _QUANTIZERS:
-        return _QUANTIZERS[name]
-    if name not in _BUILT:
-        from .grammar import ALIASES, build, parse
-
-        recipe = parse(name)  # QuantizerSpecError (an UnknownQuantizerError) saying what is valid
-        built = build(recipe, _QUANTIZERS, name=name if name in ALIASES else None,
-                      description=ALIASES[name][1] if name in ALIASES else None)
-        _BUILT[name] = built
-    return _BUILT[name]
+def registered() -> dict[str, QuantizerSpec]:
+    """The registered quantizers (the rules); :func:`advimage.quantize.spec` also resolves the
+    aliases and spec strings of :mod:`.grammar`."""
+    return dict(_QUANTIZERS)
 
 
 def critical_lambda(loss: Tensor, u: Tensor, g: Tensor, cost: Tensor | None = None) -> Tensor:

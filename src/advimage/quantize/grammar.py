@@ -30,7 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..criteria import Criterion
-from .base import QuantizedImages, QuantizerSpec, UnknownQuantizerError, options_of
+from .base import QuantizedImages, QuantizerSpec, UnknownQuantizerError, options_of, registered
 
 #: the grammar of a spec string, in one line (``advimage quantizers`` prints it)
 SYNTAX = "RULE[+cost:hill|mipod][+walk:irls|prox|int:STEPS ...][+prune:ROUNDS][+margin:KAPPA]"
@@ -196,3 +196,24 @@ def _signature_of(fn):
     import inspect
 
     return inspect.signature(fn)
+
+
+_BUILT: dict[str, QuantizerSpec] = {}
+
+
+def names() -> list[str]:
+    """The registered rules and the aliases (any spec string of the grammar is valid too)."""
+    rules = registered()
+    return list(rules) + [a for a in ALIASES if a not in rules]
+
+
+def spec(name: str) -> QuantizerSpec:
+    """The quantizer of a registered name, an alias or a spec string (``scaled+walk:int:49+prune:1``);
+    :class:`QuantizerSpecError` (an :class:`UnknownQuantizerError`) saying what is valid."""
+    rules = registered()
+    if name in rules:
+        return rules[name]
+    if name not in _BUILT:
+        _BUILT[name] = build(parse(name), rules, name=name if name in ALIASES else None,
+                             description=ALIASES[name][1] if name in ALIASES else None)
+    return _BUILT[name]

@@ -31,9 +31,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..criteria import Criterion, as_criterion
 from ..jpeg.io import clamp_coefficients, roundtrip
 from ..jpeg.transform import apply_j, decode_like_libjpeg, to_dct
-from ..criteria import Criterion, as_criterion
 from .base import QuantizedImages, check_cost, critical_lambda, register
 from .spatial import admissible_bounds  # eq. 7.8, applied to X_a (u -> U) in the DCT domain
 

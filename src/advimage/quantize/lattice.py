@@ -23,7 +23,7 @@ distortion, these do (docs/results.md).
 (:func:`envelope_prox`) snaps entries to the lattice. :func:`integer_walk` stays in BP's L2 metric
 but takes the gradient and the success at the rounded iterate (``lattice-int``, the default at 100
 gradients: the smallest files measured). ``quantize_lattice(walks=...)`` chains walks;
-``benchmarks/bench_lattice_walks.py`` measures each alone on the same floats.
+``studies/lattice_walks.py`` measures each alone on the same floats.
 """
 
 from __future__ import annotations

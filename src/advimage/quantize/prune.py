@@ -19,7 +19,6 @@ from ..distortion import distortion
 from ..oracle import LossOracle
 from ..tensor_ops import batch_view
 from .base import QuantizedImages
-from .spatial import quantize_spatial
 
 
 def _undo(x0: Tensor, k: Tensor, rank: Tensor, m: Tensor) -> Tensor:

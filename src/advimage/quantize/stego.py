@@ -28,7 +28,7 @@ from ..oracle import LossOracle
 from ..search import BracketSearch
 from ..tensor_ops import batch_view
 from .base import QuantizedImages, register
-from .spatial import _as_pixels, _result, admissible_bounds, argmin_costs, quantize_spatial
+from .spatial import _as_pixels, _result, admissible_bounds, argmin_costs
 
 # MiPOD's variance estimator settings (Sedighi et al. 2016, and conseal's defaults)
 MIPOD_BLOCK = 9

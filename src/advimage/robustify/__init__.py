@@ -11,11 +11,20 @@ The evaluation (teacher vs students: clean accuracy and white-box d½ over ε) i
 """
 
 from .attack import PairingExamples, pairing_attack
-from .distances import cc, msle, mse
+from .distances import cc, mse, msle
 from .distances import get as get_distance
 from .distances import names as distance_names
-from .train import (RobustifyError, Robustifier, Settings, TrainResult, find_head, load_checkpoint,
-                    load_images, save_checkpoint, train)
+from .train import (
+    Robustifier,
+    RobustifyError,
+    Settings,
+    TrainResult,
+    find_head,
+    load_checkpoint,
+    load_images,
+    save_checkpoint,
+    train,
+)
 
 __all__ = ["PairingExamples", "RobustifyError", "Robustifier", "Settings", "TrainResult", "cc", "distance_names",
            "find_head", "get_distance", "load_checkpoint", "load_images", "msle", "mse", "pairing_attack",

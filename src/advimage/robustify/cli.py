@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
+
+from ..cli_support import HelpFormatter
 
 EXAMPLES = """examples:
   advimage robustify efficientnet_lite0 imagenet-sample/ --limit 300 --out runs/rob-eps1
@@ -16,10 +19,6 @@ EXAMPLES = """examples:
   advimage bench held-out/ --models efficientnet_lite0,efficientnet_lite0@runs/rob-eps1/student.safetensors
   advimage attack photo.jpg --model efficientnet_lite0 --weights runs/rob-eps1/student.safetensors
 """
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "dist(g_s(x_a), g_s(x0)), x_a from the online attack of eqs. 9.6-9.7 on the student "
                     "(pseudo-labels: its own predictions; labels are never read). Writes OUT/student.safetensors "
                     "(+ .json) and a resumable checkpoint after every epoch.",
-        epilog=EXAMPLES, formatter_class=_Formatter)
+        epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("model", help="registered model (see `advimage models`), e.g. efficientnet_lite0")
     p.add_argument("images", nargs="+", help="training images: files or folders (labels, if any, are ignored)")
     p.add_argument("--out", required=True, help="run folder (student.safetensors, checkpoint)")
@@ -59,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _refuse(msg: str) -> None:
+def _refuse(msg: str) -> NoReturn:
     print(f"advimage robustify: {msg}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``advimage robustify``; prints one line per epoch and where the student is."""
     import torch
 
-    from ..cli import check_device, check_out_dir
+    from ..cli_support import check_device, check_out_dir
     from ..data import DataError, discover
     from ..models import UnknownModelError, WeightsError, load_model
     from ..models.registry import names as model_names

@@ -14,8 +14,8 @@ tensor and on the PIL image (Pillow's 8-bit resize). Reported: success rates of 
 mean file distortion at the file's size and at 224, time per image and the native/model time
 ratio (measured in the same run).
 
-Usage: python benchmarks/bench_native.py IMAGES [--limit 50] [--offset 0] [--steps 100]
-       [--victims pil,float] [--out benchmarks/out/native.json]
+Usage: python studies/native.py IMAGES [--limit 50] [--offset 0] [--steps 100]
+       [--victims pil,float] [--out studies/out/native.json]
 Writes JSON and prints a table. Not a test: timings depend on the machine.
 """
 
@@ -104,7 +104,7 @@ def main() -> None:
     p.add_argument("--only-size", default=None, help="WxH: only images of this size (timing without batching effects)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="benchmarks/out/native.json")
+    p.add_argument("--out", default="studies/out/native.json")
     args = p.parse_args()
     torch.manual_seed(0)
     model = advimage.load_model("efficientnet_lite0", device=args.device)
@@ -115,8 +115,10 @@ def main() -> None:
         items = [it for it in items if _header_size(it.path) == want]
     items = items[args.offset:args.offset + args.limit]
     ref = reference_model()
-    runs = [] if args.no_model_size else [("model", Settings(steps=args.steps, size="model", quantizers=("smart",), margin=0.0))]
-    runs += [(f"native-{v}", Settings(steps=args.steps, size="native", victim=v, quantizers=("smart",), margin=0.0)) for v in args.victims.split(",")]
+    runs = [] if args.no_model_size else [("model", Settings(steps=args.steps, size="model", quantizers=("smart",),
+                                                             margin=0.0))]
+    runs += [(f"native-{v}", Settings(steps=args.steps, size="native", victim=v, quantizers=("smart",), margin=0.0))
+             for v in args.victims.split(",")]
     results = []
     for name, settings in runs:
         rows, seconds = run_setting(model, items, settings, args.batch_size)
@@ -125,7 +127,7 @@ def main() -> None:
     base = next((r["seconds_per_image"] for r in results if r["setting"] == "model"), None)
     for r in results:
         r["time_over_model_size"] = r["seconds_per_image"] / base if base else None
-    report = {"command": "python benchmarks/bench_native.py " + " ".join(f"{a}" for a in __import__("sys").argv[1:]),
+    report = {"command": "python studies/native.py " + " ".join(f"{a}" for a in __import__("sys").argv[1:]),
               "device": args.device, "torch_threads": torch.get_num_threads(), "machine": platform.processor(),
               "steps": args.steps, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,9 @@ attack is re-run each time with the same seed and budget, and the script checks 
 are identical across settings (``floats_identical`` in the JSON). ``--skip N`` starts at the
 (N+1)-th image of the set (``--skip 100 --limit 8``: rows 100-107).
 
-Usage: python benchmarks/bench_quantizers.py IMAGES [--skip 0] [--limit 100] [--steps 100]
+Usage: python studies/quantizers.py IMAGES [--skip 0] [--limit 100] [--steps 100]
        [--quantizers none,smart,smart-prune] [--dfs 1] [--quant-steps 10]
-       [--out benchmarks/out/quantizers.json]
+       [--out studies/out/quantizers.json]
 Writes JSON and prints a table (and, with several df or forward budgets, the ratio per df x budget).
 """
 
@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="benchmarks/out/quantizers.json")
+    p.add_argument("--out", default="studies/out/quantizers.json")
     args = p.parse_args()
     qsteps = [int(t) for t in args.quant_steps.split(",")]
     model = advimage.load_model("efficientnet_lite0", device=args.device)
@@ -103,7 +103,7 @@ def main() -> None:
                 results.append(res)
     ref_floats = next(iter(floats.values()))
     identical = all(f == ref_floats for f in floats.values())
-    report = {"command": "python benchmarks/bench_quantizers.py " + " ".join(sys.argv[1:]), "steps": args.steps,
+    report = {"command": "python studies/quantizers.py " + " ".join(sys.argv[1:]), "steps": args.steps,
               "attack_steps": attack_steps, "images": [str(it.path) for it in items], "seconds": seconds,
               "floats_identical": identical, "torch_threads": torch.get_num_threads(), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,8 @@ def main() -> None:
     f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
     for r in results:
         print(f"| {r['quantizer']} | {r['df']} | {r['quant_steps']} | {100 * r['success']:.1f}% | "
-              f"{f(r['mean_distortion'], '.3f')} | {f(r.get('over_floats'), '.3f')} | {f(r.get('mean_ratio'), '.3f')} | "
+              f"{f(r['mean_distortion'], '.3f')} | {f(r.get('over_floats'), '.3f')} | "
+              f"{f(r.get('mean_ratio'), '.3f')} | "
               f"{r['max_gradients']} | {f(r['mean_forwards'], '.1f')} |")
     if len(args.dfs) * len(qsteps) > 1 and "none" in qs:
         for q in (q for q in qs if q != "none"):

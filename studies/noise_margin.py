@@ -12,8 +12,8 @@ BP, ``auto`` quantizer, victim ``pil+both``) with margin κ (one attack, the qua
 engine's two paths (PIL 8-bit, float), float + clamp after the resize, batch 1 vs batch N, and
 1 vs 2 threads. Reported: files that fool every one, their mean distortion, the price of κ.
 
-Usage: python benchmarks/bench_noise_margin.py IMAGES [--limit 20] [--noise-images 32]
-    [--margins 0,0.05] [--out benchmarks/out/noise_margin.json]
+Usage: python studies/noise_margin.py IMAGES [--limit 20] [--noise-images 32]
+    [--margins 0,0.05] [--out studies/out/noise_margin.json]
 Writes JSON and prints two tables.
 """
 
@@ -110,7 +110,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--margins", default="0,0.05", help="κ values of part 2 (logits)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--out", default="benchmarks/out/noise_margin.json")
+    p.add_argument("--out", default="studies/out/noise_margin.json")
     args = p.parse_args()
     threads = torch.get_num_threads()
     model = advimage.load_model("efficientnet_lite0", device="cpu")
@@ -152,11 +152,12 @@ def main() -> None:
     for r in results:
         d = r["mean_distortion"]
         price = "-" if d is None or not base else f"{d / base:.3f}×"
-        print(f"| {r['margin']:g} | {r['engine_verified']}/{r['attacked']} | {r['fool_every_verifier']}/{r['attacked']} "
-              f"| {'-' if d is None else f'{d:.4f}'} | {price} | {r['min_file_margin']:.4f} |")
+        print(f"| {r['margin']:g} | {r['engine_verified']}/{r['attacked']} | "
+              f"{r['fool_every_verifier']}/{r['attacked']} | {'-' if d is None else f'{d:.4f}'} | {price} | "
+              f"{r['min_file_margin']:.4f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
-        "command": "python benchmarks/bench_noise_margin.py " + " ".join(sys.argv[1:]), "threads": threads,
+        "command": "python studies/noise_margin.py " + " ".join(sys.argv[1:]), "threads": threads,
         "noise": spread, "results": results, "seconds": time.perf_counter() - t0}, indent=2))
 
 

@@ -29,9 +29,9 @@ distortion over summed float distortion (images where both succeed; and over all
 or not, for ``linear-opt``, whose files rarely are), mean gradients and forwards
 of the quantizer (BP's not included), seconds.
 
-Usage: python benchmarks/bench_lattice_walks.py IMAGES [--limit 100] [--steps 97] [--batch-size 16]
+Usage: python studies/lattice_walks.py IMAGES [--limit 100] [--steps 97] [--batch-size 16]
        [--variants linear-opt,scaled,scaled-prune,lattice,irls:60,prox:30,prox:60,irls:30+prox:15]
-       [--int-gamma-min 0.85] [--out benchmarks/out/lattice_walks.json]
+       [--int-gamma-min 0.85] [--out studies/out/lattice_walks.json]
 Writes JSON and prints a table.
 """
 
@@ -52,8 +52,7 @@ from advimage.attacks import get as attack
 from advimage.data import discover
 from advimage.distortion import distortion
 from advimage.oracle import LossOracle
-from advimage.quantize import quantize_lattice, quantize_scaled, spec
-from advimage.quantize import lattice
+from advimage.quantize import lattice, quantize_lattice, quantize_scaled, spec
 from advimage.quantize.base import QuantizedImages
 
 DEFAULT_VARIANTS = "linear-opt,scaled,scaled-prune,lattice,irls:60,prox:30,prox:60,irls:30+prox:15"
@@ -135,7 +134,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--int-gamma-min", type=float, default=None,
                    help="γ's start in the integer walk (default: integer_walk's own, 0.85)")
-    p.add_argument("--out", default="benchmarks/out/lattice_walks.json")
+    p.add_argument("--out", default="studies/out/lattice_walks.json")
     args = p.parse_args()
     if args.int_gamma_min is not None:  # quantize_lattice and bp-int look the walk up by its chain name
         lattice.WALKS["int"] = functools.partial(lattice.integer_walk, gamma_min=args.int_gamma_min)
@@ -179,7 +178,7 @@ def main() -> None:
              "per_image": [float(v) if o else None for v, o in zip(d.tolist(), ok.tolist())]}
         results.append(r)
         print(f"  {name}: {r['over_floats_all']:.3f} ({seconds:.0f} s)", flush=True)
-    report = {"command": "python benchmarks/bench_lattice_walks.py " + " ".join(sys.argv[1:]), "steps": args.steps,
+    report = {"command": "python studies/lattice_walks.py " + " ".join(sys.argv[1:]), "steps": args.steps,
               "int_gamma_min": args.int_gamma_min,
               "images": names, "float_distortion": [float(v) for v in float_d], "bp_seconds": bp_seconds,
               "torch_threads": torch.get_num_threads(), "results": results}
@@ -193,7 +192,8 @@ def main() -> None:
     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for r in results:
         print(f"| {r['variant']} | {100 * r['success']:.1f}% | {f(r['mean_distortion'])} | {f(r['over_floats'])} | "
-              f"{r['over_floats_all']:.3f} | {r['mean_gradients']:.1f} | {r['mean_forwards']:.1f} | {r['seconds']:.0f} |")
+              f"{r['over_floats_all']:.3f} | {r['mean_gradients']:.1f} | {r['mean_forwards']:.1f} | "
+              f"{r['seconds']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ tells an offset (a > 0: a distortion every file pays) from a scale; the float cu
 (effective distortion a + b·e for fooled images, misclassified and failed ones unchanged) shows how
 much of the image curve's shape and R² the map alone explains.
 
-Usage: python benchmarks/bench_fit_conventions.py RUN_DIR [RUN_DIR ...] [--bins 6]
-       [--out benchmarks/out/fit_conventions.json] [--plot benchmarks/out/fit_ratio.png]
+Usage: python studies/fit_conventions.py RUN_DIR [RUN_DIR ...] [--bins 6]
+       [--out studies/out/fit_conventions.json] [--plot studies/out/fit_ratio.png]
 """
 
 from __future__ import annotations
@@ -191,10 +191,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--bins", type=int, default=6)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/out/fit_conventions.json"))
-    p.add_argument("--plot", type=Path, default=Path("benchmarks/out/fit_ratio.png"))
+    p.add_argument("--out", type=Path, default=Path("studies/out/fit_conventions.json"))
+    p.add_argument("--plot", type=Path, default=Path("studies/out/fit_ratio.png"))
     args = p.parse_args()
-    report: dict[str, Any] = {"command": "python benchmarks/bench_fit_conventions.py "
+    report: dict[str, Any] = {"command": "python studies/fit_conventions.py "
                               + " ".join(sys.argv[1:]), "runs": []}
     plotted = []
     conv = ("pinned/breakpoints", "pinned/uniform", "fitted/breakpoints", "fitted/uniform")

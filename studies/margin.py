@@ -6,7 +6,7 @@ classifying: JPEG re-encoding at quality 100 and 90 (Pillow, 4:4:4) and an 8-bit
 bicubic down to 7/8 of the side and back up). Reported: mean file distortion, and the fraction of
 files still adversarial after each transformation.
 
-Usage: python benchmarks/bench_margin.py IMAGES [--limit 24] [--margins 0,2,5,10] [--out FILE]
+Usage: python studies/margin.py IMAGES [--limit 24] [--margins 0,2,5,10] [--out FILE]
 Writes JSON and prints a table.
 """
 
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=24)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--margins", default="0,2,5,10")
-    p.add_argument("--out", default="benchmarks/out/margin.json")
+    p.add_argument("--out", default="studies/out/margin.json")
     args = p.parse_args()
     model = advimage.load_model("efficientnet_lite0", device="cpu")
     items = discover(args.images)[:args.limit]
@@ -57,7 +57,8 @@ def main() -> None:
     for kappa in (float(m) for m in args.margins.split(",")):
         rows = []
         for s in range(0, len(items), 8):
-            rows.extend(run_batch(model, items[s:s + 8], Settings(steps=args.steps, size="model", margin=kappa, quantizers=("smart",))))
+            settings = Settings(steps=args.steps, size="model", margin=kappa, quantizers=("smart",))
+            rows.extend(run_batch(model, items[s:s + 8], settings))
         attacked = [r for r in rows if r.status in ("fooled", "failed")]
         fooled = [r for r in attacked if r.status == "fooled"]
         survive = {k: 0 for k in ("jpeg100", "jpeg90", "resize8bit")}
@@ -70,7 +71,7 @@ def main() -> None:
                         **{f"survive_{k}": v / max(1, len(attacked)) for k, v in survive.items()}})
         print(f"margin {kappa:g} done", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"command": "python benchmarks/bench_margin.py " + " ".join(sys.argv[1:]),
+    Path(args.out).write_text(json.dumps({"command": "python studies/margin.py " + " ".join(sys.argv[1:]),
                                           "results": results}, indent=2))
     print("| margin κ | files adversarial | mean d | after JPEG100 | after JPEG90 | after 8-bit resize |")
     print("|--:|--:|--:|--:|--:|--:|")

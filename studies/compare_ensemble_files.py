@@ -4,8 +4,8 @@ distortion (Table 9.1 setup, issue 9 bar "≥ 98% of PNG files fool all 6 member
 Reads the ``attacks/<config>/rows.jsonl`` of two scaling-experiment folders (read only) and compares
 the images present in both.
 
-Usage: python benchmarks/compare_ensemble_files.py RUN_A RUN_B [--config ens-worst]
-       [--out benchmarks/out/ensemble_files.json]
+Usage: python studies/compare_ensemble_files.py RUN_A RUN_B [--config ens-worst]
+       [--out studies/out/ensemble_files.json]
 Writes JSON and prints a table.
 """
 
@@ -46,13 +46,13 @@ def main() -> None:
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--config", default="ens-worst")
-    p.add_argument("--out", default="benchmarks/out/ensemble_files.json")
+    p.add_argument("--out", default="studies/out/ensemble_files.json")
     args = p.parse_args()
     a, b = rows(Path(args.run_a), args.config), rows(Path(args.run_b), args.config)
     common = [k for k in a if k in b]
     failed_a = [k for k in common if not fools_all(a[k], "file")]
     groups = {"all common images": common, f"images whose {args.run_a} file failed": failed_a}
-    report = {"command": "python benchmarks/compare_ensemble_files.py " + " ".join(
+    report = {"command": "python studies/compare_ensemble_files.py " + " ".join(
         [args.run_a, args.run_b, "--config", args.config]), "groups": {}}
     print(f"{args.config}: {len(common)} images in both runs")
     print("| images | run | files fooling all six | floats fooling all six | mean float d | mean file d (successes) |")

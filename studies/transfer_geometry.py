@@ -11,8 +11,8 @@ For each attack downscaler a and defense downscaler b, over the PNG files of the
 A file fools D_b's model when D_b δ is close to D_a δ (ratio ≈ 1, cosine ≈ 1), since the network
 behind both is the same. No network is run.
 
-Usage: python benchmarks/bench_transfer_geometry.py [--run runs/scaling-lite0] [--size 224]
-Writes benchmarks/out/transfer_geometry.json and prints two tables (rows: defense, columns: attack).
+Usage: python studies/transfer_geometry.py [--run runs/scaling-lite0] [--size 224]
+Writes studies/out/transfer_geometry.json and prints two tables (rows: defense, columns: attack).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
 
 from advimage.codec import decode
 from advimage.resize import DOWNSCALERS, downscale
@@ -33,7 +32,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/scaling-lite0")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--out", default="benchmarks/out/transfer_geometry.json")
+    p.add_argument("--out", default="studies/out/transfer_geometry.json")
     args = p.parse_args()
     run = Path(args.run)
     ratio = {b: {a: [] for a in ORDER} for b in ORDER}

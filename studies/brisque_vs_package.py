@@ -1,6 +1,6 @@
 """advimage's torch BRISQUE against the ``brisque`` PyPI package, image by image.
 
-    PYTHONPATH=src python benchmarks/brisque_vs_package.py [IMAGE_DIR] [--limit N] [--out FILE.json]
+    PYTHONPATH=src python studies/brisque_vs_package.py [IMAGE_DIR] [--limit N] [--out FILE.json]
 
 Scores scikit-image's photos (astronaut, coffee, chelsea, rocket, immunohistochemistry) and the
 first N ``*.JPEG`` / ``*.png`` files of IMAGE_DIR with both; prints the relative differences and

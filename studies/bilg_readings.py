@@ -2,18 +2,19 @@
 support 2⌈3σ⌉+1 (advimage's choice), a literal k×k support, and σ = 1.6 k / 3; BilAg and bilinear
 for reference. On the base images (600×600) of a transfer-table run folder.
 
-Usage: python benchmarks/bench_bilg_readings.py [--run runs/scaling-lite0] [--model efficientnet_lite0]
-Writes benchmarks/out/bilg_readings.json and prints a table.
+Usage: python studies/bilg_readings.py [--run runs/scaling-lite0] [--model efficientnet_lite0]
+Writes studies/out/bilg_readings.json and prints a table.
 """
 import argparse
 import json
 import math
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
-from advimage.models import load_model
 from advimage.codec import decode
+from advimage.models import load_model
 from advimage.resize import _filter_axis, downscale, kernel_size
 
 p = argparse.ArgumentParser()
@@ -29,7 +30,8 @@ def gaussian(k, support):
     s = 1.6 * k
     r = (support - 1) // 2
     t = torch.arange(-r, r + 1, dtype=torch.float64)
-    g = torch.exp(-t * t / (2 * s * s)); return g / g.sum()
+    g = torch.exp(-t * t / (2 * s * s))
+    return g / g.sum()
 def bilg(x, size, support):
     for dim in (2, 3):
         k = kernel_size(x.shape[dim], size)
@@ -45,8 +47,12 @@ variants = {
 }
 def bilg_small(x):
     for dim in (2, 3):
-        k = kernel_size(x.shape[dim], size); s = 1.6 * k / 3; r = math.ceil(3 * s)
-        t = torch.arange(-r, r + 1, dtype=torch.float64); g = torch.exp(-t * t / (2 * s * s)); g = g / g.sum()
+        k = kernel_size(x.shape[dim], size)
+        s = 1.6 * k / 3
+        r = math.ceil(3 * s)
+        t = torch.arange(-r, r + 1, dtype=torch.float64)
+        g = torch.exp(-t * t / (2 * s * s))
+        g = g / g.sum()
         x = _filter_axis(x, g, r, dim)
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
 variants["bilg, sigma = 1.6 k / 3 (support 2ceil(3 sigma)+1)"] = bilg_small
@@ -59,5 +65,5 @@ for name, fn in variants.items():
             correct += int(model(fn(x)).argmax(1)) == r["label"]
     res[name] = 100 * correct / len(rows)
     print(f"| {name} | {res[name]:.1f} |", flush=True)
-Path("benchmarks/out").mkdir(exist_ok=True, parents=True)
-Path("benchmarks/out/bilg_readings.json").write_text(json.dumps(res, indent=2))
+Path("studies/out").mkdir(exist_ok=True, parents=True)
+Path("studies/out/bilg_readings.json").write_text(json.dumps(res, indent=2))

@@ -24,14 +24,14 @@ measures, per reformer quality q:
     (the same with Pillow's default 4:2:0 chroma subsampling), ``float``
     (:func:`advimage.defenses.jpeg.jpeg_float`: coefficients of the float pixels quantized, float
     inverse DCT, no rounding or clipping), ``float+round`` (the same, output rounded to 8 bits);
-    and behind an 8-bit resize (Pillow bicubic to 7/8 of the side and back, as bench_margin.py);
+    and behind an 8-bit resize (Pillow bicubic to 7/8 of the side and back, as studies/margin.py);
 (e) the same for the attack's floats before quantization (``floats``) as for the PNG files.
 
 With ``--margins 0,2,5`` the whole run is repeated with the quantizer asked for a margin
 L_adv <= -kappa (``Settings.margin``), and a table of accuracies per margin is printed.
 
-Usage: python benchmarks/bench_jpeg_reformer_why.py IMAGES [--limit 16] [--steps 50]
-       [--qualities 100,95,90] [--margins 0] [--threads 2] [--out benchmarks/out/jpeg_reformer_why.json]
+Usage: python studies/jpeg_reformer_why.py IMAGES [--limit 16] [--steps 50]
+       [--qualities 100,95,90] [--margins 0] [--threads 2] [--out studies/out/jpeg_reformer_why.json]
 Writes JSON (per image and summary) and prints Markdown tables.
 """
 
@@ -86,7 +86,7 @@ def reform(name: str, x: Tensor, quality: int) -> Tensor:
 
 
 def resize8bit(x: Tensor) -> Tensor:
-    """Round to 8 bits, Pillow bicubic to 7/8 of the side and back (bench_margin.py's victim)."""
+    """Round to 8 bits, Pillow bicubic to 7/8 of the side and back (studies/margin.py's victim)."""
     out = []
     for img in x.detach().round().clamp(0, 255).to(torch.uint8):
         pil = Image.fromarray(img.permute(1, 2, 0).numpy())
@@ -244,7 +244,7 @@ def main() -> None:
     p.add_argument("--qualities", default="100,95,90")
     p.add_argument("--margins", default="0")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/out/jpeg_reformer_why.json")
+    p.add_argument("--out", default="studies/out/jpeg_reformer_why.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     qualities = tuple(int(q) for q in args.qualities.split(","))
@@ -265,7 +265,7 @@ def main() -> None:
         print(f"margin {kappa:g}: attack {t_attack:.0f} s, analysis {run['seconds_analysis']:.0f} s", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
-        "command": "python benchmarks/bench_jpeg_reformer_why.py " + " ".join(sys.argv[1:]),
+        "command": "python studies/jpeg_reformer_why.py " + " ".join(sys.argv[1:]),
         "model": "efficientnet_lite0", "attack": "bp", "steps": args.steps, "qualities": list(qualities),
         "reformers": list(REFORMERS), "runs": runs}, indent=1))
     print(tables(runs[0], qualities))
