@@ -91,12 +91,16 @@ def _count(db: Path) -> tuple[int, int]:
 
 
 def _busy_workers() -> list[int]:
-    """Pids of Ray worker processes executing a work unit (Ray names them ``ray::execute_unit``)."""
+    """Pids of this test cluster's Ray worker processes executing a work unit (Ray names them
+    ``ray::execute_unit``; ours carry the cluster's ADVIMAGE_TINY_DELAY: other Ray runs on the
+    machine are left alone)."""
     pids = []
+    mark = f"ADVIMAGE_TINY_DELAY={DELAY}".encode()
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if (d / "cmdline").read_bytes().startswith(b"ray::execute_unit"):
+                if ((d / "cmdline").read_bytes().startswith(b"ray::execute_unit")
+                        and mark in (d / "environ").read_bytes().split(b"\0")):
                     pids.append(int(d.name))
             except OSError:
                 pass
@@ -144,7 +148,7 @@ DRIVER = textwrap.dedent("""
     from advimage.bench import run_benchmark
     from advimage.distributed import RayOptions
     run_benchmark({images!r}, bench_tiny.TINY, attacks="bp,surfree", out={out!r}, seed=3, steps=12, queries=120,
-                  batch_size=2, gallery=1, progress=False, ray=RayOptions(workers=2, imports=("bench_tiny",)))
+                  batch_size=2, gallery=1, progress=False, ray=RayOptions(workers=2, threads=1, imports=("bench_tiny",)))
     print("FINISHED")
 """)
 
