@@ -118,6 +118,7 @@ def plot(results: dict, budgets: list[int], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, runs in results.items():
@@ -130,7 +131,7 @@ def plot(results: dict, budgets: list[int], path: Path, title: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(budgets, [str(k) for k in budgets])
-    ax.minorticks_off()
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("label queries per image")
     ax.set_ylabel("distortion, eq. (6.2) (median, IQR)")
     ax.set_title(title, fontsize=9)

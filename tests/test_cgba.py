@@ -146,9 +146,8 @@ def test_misclassified_inputs(setup, attack):
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
-def test_targeted_and_start_from_batch_image(attack):
-    # a strongly biased model: noise rarely crosses the boundary, the start may come from
-    # another image of the batch whose label is the target
+def test_targeted_far_from_the_boundary(attack):
+    # far from the boundary: noise around x_o never crosses it, random images half of the time
     model = Linear2()
     x, y = make_data(model, n=6, d_target=25.0)
     target = 1 - y
@@ -156,6 +155,32 @@ def test_targeted_and_start_from_batch_image(attack):
     assert bool(res.success.all())
     assert bool((model(res.x_adv).argmax(1) == target).all())
     assert bool((res.distortion < 1.3 * model.optimum(x)).all())
+
+
+class Bright(nn.Module):
+    """Class 1 iff the mean pixel exceeds 200: the optimum from mean m < 200 is a uniform shift,
+    d* = 200 - m (no clipping); noise around a dark image or a random image never gets there."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1).mean(1) - 200.0
+        return torch.stack([-z, z], 1)
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
+def test_start_from_a_batch_original(attack):
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(-20, 21, (4, *SHAPE), generator=g).float()
+    x = (base + torch.tensor([170.0, 230.0, 175.0, 235.0]).view(4, 1, 1, 1)).clamp(0, 255)
+    model = Bright()
+    y = model(x).argmax(1)
+    assert y.tolist() == [0, 1, 0, 1]
+    dstar = 200.0 - x[[0, 2]].flatten(1).mean(1)
+    res = attack(model, x, y, steps=300, seed=0)
+    assert bool(res.success.all())
+    ratio = res.distortion[[0, 2]] / dstar  # the dark ones started from a bright original
+    assert bool((ratio >= 0.999).all()) and bool((ratio <= 1.1).all()), ratio
+    alone = attack(model, x[:1], y[:1], steps=300, seed=0, init_attempts=20)  # no bright original
+    assert not bool(alone.success.any()) and alone.queries.tolist() == [21]
 
 
 def test_x_init_is_the_first_start(setup):
