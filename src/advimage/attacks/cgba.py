@@ -5,8 +5,9 @@ package (thesis §6.4.1, §6.4.3), every queried image is quantized to integers 
 the model sees it, and ``steps`` is a hard budget of label queries per image, counted by
 :class:`~advimage.oracle.LabelOracle`.
 
-Algorithm (paper §3; authors' code Farhamdur/CGBA, ``proposed_attack.py``), per image, with ``x_o``
-the original and ``x_b`` the current boundary point (adversarial, its rounding verified):
+Algorithm (read from the authors' code, Farhamdur/CGBA ``proposed_attack.py``; the paper's text was
+not at hand, so the names below are the code's), per image, with ``x_o`` the original and ``x_b``
+the current boundary point (adversarial, its rounding verified):
 
 1. Initialisation: random noise around ``x_o`` until the label flips, then a binary search on the
    segment ``[x_o, x_adv]`` until the bracket is shorter than ``tol`` (the authors' ``bin_search``).
