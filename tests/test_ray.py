@@ -148,7 +148,8 @@ DRIVER = textwrap.dedent("""
     from advimage.bench import run_benchmark
     from advimage.distributed import RayOptions
     run_benchmark({images!r}, bench_tiny.TINY, attacks="bp,surfree", out={out!r}, seed=3, steps=12, queries=120,
-                  batch_size=2, gallery=1, progress=False, ray=RayOptions(workers=2, threads=1, imports=("bench_tiny",)))
+                  batch_size=2, gallery=1, progress=False,
+                  ray=RayOptions(workers=2, threads=1, imports=("bench_tiny",)))
     print("FINISHED")
 """)
 

@@ -9,6 +9,10 @@ try:  # optional attacks living in their own modules
 except ImportError:  # pragma: no cover
     pass
 try:
+    from . import cgba  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+try:
     from . import decision_baseline  # noqa: F401
 except ImportError:  # pragma: no cover
     pass

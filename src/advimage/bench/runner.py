@@ -7,7 +7,7 @@ For every (model, attack) of a benchmark and every image of the set:
 - white box (attacks whose registry entry is not black box): the attack in best-effort mode
   with a gradient budget ``steps`` shared with the quantizer (``auto`` by default: the lattice walk
   when the budget allows it, else scaled rounding; any registered quantizer with ``quantizer=``);
-- black box (SurFree): a label-query budget ``queries``; the attack already outputs integers;
+- black box (SurFree, HSJ, CGBA, CGBA-H): a label-query budget ``queries``; the attack already outputs integers;
 - the file bytes are decoded back with Pillow, and success and distortion (eq. 6.2) are
   measured on the decoded pixels (the file is the truth);
 - models may be defended classifiers (``efficientnet_lite0+jpeg:75``, see :mod:`advimage.specs`);
