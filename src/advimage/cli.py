@@ -83,6 +83,17 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
                    help="native size: attack through the six downscalers of thesis §9.3 at once (the file must "
                         "fool all six); gradients averaged (avg, EOT), of the member farthest from its boundary "
                         "(worst, L/||∇L||) or of the largest loss (max)")
+    p.add_argument("--victims", default=None,
+                   help="native size: the deployed pipelines the file must fool: a set (common: Pillow, "
+                        "torchvision with and without antialias, OpenCV, clamp+round, bf16, JPEG q90 re-encode; "
+                        "resizes; pair; downscalers) or specs, comma-separated (see `advimage pipelines`). The "
+                        "attack goes through one pipeline per group of near-identical ones, the quantizer and the "
+                        "verification through all")
+    p.add_argument("--aggregation", default="max", choices=["avg", "worst", "max"],
+                   help="with --victims: how the attack combines the pipelines' gradients (thesis §9.4.5)")
+    p.add_argument("--share", type=float, default=0.1,
+                   help="with --victims: pipelines whose resizes differ by at most this relative amount on noise "
+                        "share one attack member (0: the attack goes through every pipeline)")
     p.add_argument("--batch-size", type=_positive, default=8, help="images attacked together")
     p.add_argument("--no-figures", action="store_true", help="skip the original|adversarial|perturbation pictures")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
@@ -143,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list registered models")
     sub.add_parser("attacks", help="list attacks (white/black box, budget unit)")
     sub.add_parser("quantizers", help="list quantizers")
+    sub.add_parser("pipelines", help="list the deployed eval pipelines (--victims) and their sets")
     return parser
 
 
@@ -164,6 +176,12 @@ def _validate(args) -> None:
         fail("--quality must be in [1, 100]")
     if args.target is not None and not 0 <= args.target < 1000:
         fail("--target must be a class index in [0, 1000)")
+    if args.victims is not None:
+        from .pipelines import PipelineError, resolve
+        try:
+            resolve(args.victims)
+        except PipelineError as exc:
+            fail(str(exc))
     if (args.regressor is None) != (args.target_score is None):
         fail("--regressor and --target-score go together (e.g. --regressor brisque --target-score 30)")
     if args.regressor is not None:
@@ -284,7 +302,8 @@ def _run(args, items, out: Path) -> int:
         settings = Settings(attack=args.attack, steps=args.steps, quantizers=(args.quantize,), df=args.df,
                             quality=args.quality, target=args.target, size=args.size, victim=args.victim,
                             downscaler=args.downscaler, seed=args.seed, margin=args.margin,
-                            ensemble=args.ensemble, target_score=args.target_score, **pass_options(args))
+                            ensemble=args.ensemble, target_score=args.target_score, victims=args.victims,
+                            aggregation=args.aggregation, share=args.share, **pass_options(args))
     except (ValueError, TypeError) as exc:
         fail(str(exc))
     ray = _ray_options(args)
@@ -349,6 +368,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:12s} {qs.suffix:5s} {qs.gradients:2d} grad  {qs.description}{alias}")
         print(f"\nor a spec string {SYNTAX} (RULE: {', '.join(RULES)}; +cost on smart, +walk on scaled, "
               "+prune on both), e.g. smart+cost:hill+prune:1, lattice-int+margin:0.2")
+        return 0
+    if args.command == "pipelines":
+        from .pipelines import SETS, SYNTAX, describe
+        from .pipelines import names as pipeline_names
+        for n in pipeline_names():
+            print(f"{n:24s} {describe(n)}")
+        print()
+        for name, members in SETS.items():
+            print(f"set {name:12s} {', '.join(members)}")
+        print(f"\nor specs {SYNTAX}, comma-separated, e.g. --victims pil-bicubic,cv2-area,torch-bicubic-noaa+jpeg:85")
         return 0
     if args.command == "experiment":
         from .data import DataError

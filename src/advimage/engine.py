@@ -49,6 +49,7 @@ from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
 from .models.fast import PRECISIONS, fast_classifier
 from .models.protocol import MultiPathClassifier
+from .pipelines import PipelineClassifier, classify_input
 from .quantize import AUTO, default_quantizer
 from .quantize import names as quantizer_names
 from .quantize import spec as quantizer_spec
@@ -107,6 +108,9 @@ class Settings:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    victims: tuple[str, ...] | str | None = None
+    aggregation: str = "max"
+    share: float = 0.1
 
     def __post_init__(self) -> None:
         a = attack_spec(self.attack)  # unknown names raise with the valid ones
@@ -156,6 +160,8 @@ class Settings:
                                  "attack that accepts any criterion (fgsm, ifgsm, pgd, cw, bp)")
             if self.size != "native" or self.ensemble is not None or self.downscaler is not None:
                 raise ValueError("a regressor is attacked at native size, without downscaler or ensemble")
+        if self.victims is not None:
+            self._check_victims(a)
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         if self.fast and self.target_score is not None:
@@ -165,6 +171,21 @@ class Settings:
         if a.black_box and self.attack_steps < 1:
             raise ValueError(f"steps must exceed the {self.overhead_queries} queries of the originals' check and "
                              f"the quantizer's search (black box: every model call is a query)")
+
+    def _check_victims(self, a) -> None:
+        from .models.protocol import AGGREGATIONS
+        from .pipelines import resolve
+
+        object.__setattr__(self, "victims", resolve(self.victims))  # type: ignore[arg-type]
+        if self.size != "native" or self.target_score is not None:
+            raise ValueError("victims (deployed pipelines) apply to a classifier at native size")
+        if self.downscaler is not None or self.ensemble is not None or self.victim != "pil+both":
+            raise ValueError("victims replace victim, downscaler and ensemble (each is a pipeline or a set of "
+                             "them: see `advimage pipelines`); give victims alone")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
+        if not (0 <= self.share and math.isfinite(self.share)):
+            raise ValueError(f"share must be a finite tolerance >= 0, got {self.share}")
 
     def _refuse_ignored_options(self, a) -> None:
         """An option that no chosen quantizer, attack or path would use is an error, not a no-op."""
@@ -217,6 +238,8 @@ class Settings:
         """Model calls per image in one forward of the quantizer's classifier (the paths it checks)."""
         if self.size == "model" or self.target_score is not None or self.downscaler:
             return 1
+        if self.victims:
+            return len(self.victims)
         if self.ensemble:
             from .resize import DOWNSCALERS
             return len(DOWNSCALERS)
@@ -274,6 +297,9 @@ class Settings:
             out["passes"] = dict(precision=self.precision, channels_last=self.channels_last, compile=self.compile)
         if self.target_score is not None:
             out["target_score"] = self.target_score
+        elif self.victims:  # only when set, so that the stores of earlier runs keep their hash
+            out.update(victims=list(self.victims), aggregation=self.aggregation, share=self.share,
+                       crop_pct=self.crop_pct)
         elif self.size == "native":
             out.update(victim=self.effective_victim, downscaler=self.downscaler)
             if self.ensemble is not None or self.crop_pct is not None:
@@ -288,6 +314,8 @@ class Settings:
             return ("model",)
         if self.target_score is not None:
             return ("file",)
+        if self.victims:
+            return tuple(self.victims)
         if self.downscaler:
             return (self.downscaler,)
         if self.ensemble:
@@ -386,6 +414,13 @@ def attacked_model(model, settings: Settings, fast: bool = True):
     from .models.protocol import MultiPathClassifier, ResizedClassifier, victim_method
 
     crop = settings.crop_pct
+    if settings.victims:
+        from .pipelines import PipelineClassifier
+        a = attack_spec(settings.attack)
+        if a.labels_only or a.black_box:  # one pipeline: the attack sees (N, C) logits
+            return single_pipeline(model, settings.victims[0], crop)
+        return PipelineClassifier(model, settings.victims, aggregation=settings.aggregation, crop_pct=crop,
+                                  share=settings.share)
     if settings.ensemble:
         from .resize import DOWNSCALERS
         return MultiPathClassifier(model, list(DOWNSCALERS), aggregation=settings.ensemble, crop_pct=crop)
@@ -393,6 +428,15 @@ def attacked_model(model, settings: Settings, fast: bool = True):
         return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")], crop_pct=crop)
     victim = "pil" if settings.effective_victim == "pil+both" else settings.effective_victim
     return ResizedClassifier(model, victim_method(model.config, victim, settings.downscaler), crop_pct=crop)
+
+
+def single_pipeline(model, spec: str, crop_pct: float | None = None):
+    """``model`` behind one pipeline's front, in its precision: (N, 3, H, W) -> logits (N, C)."""
+    from .models.protocol import WrappedClassifier
+    from .pipelines import parse
+
+    p = parse(spec)
+    return WrappedClassifier(fast_classifier(model, precision=p.precision), p.front(model.config, crop_pct))
 
 
 def attacked_cache(settings: Settings):
@@ -407,6 +451,11 @@ def attacked_cache(settings: Settings):
 
 def quantizer_model(model, settings: Settings, attacked, fast: bool = True):
     """The classifier the quantizer goes through: the attack's, or both paths for ``pil+both``."""
+    if settings.victims:
+        from .pipelines import PipelineClassifier
+        if fast:
+            model = _with_passes(model, settings)
+        return PipelineClassifier(model, settings.victims, crop_pct=settings.crop_pct)
     if settings.size == "native" and settings.effective_victim == "pil+both" and settings.target_score is None:
         if fast:
             model = _with_passes(model, settings)
@@ -514,7 +563,9 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
 
     if paths:
         crit = AllPaths(crit)
-        if isinstance(attacked, MultiPathClassifier):  # the attack goes through the same paths
+        if isinstance(attacked, PipelineClassifier):  # one member per group of near-identical pipelines
+            attacked = attacked.shared(tuple(x0.shape[-2:]))
+        if isinstance(attacked, (MultiPathClassifier, PipelineClassifier)):  # the attack goes through paths
             attack_crit = crit
     already = crit.success(logits0)
     todo = (~already).nonzero().flatten()
@@ -630,7 +681,8 @@ def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
         if xin is None:
             paths[p] = None
             continue
-        logits = model(xin[None].to(model.device))
+        logits = (classify_input(model, p, xin[None].to(model.device)) if settings.victims
+                  else model(xin[None].to(model.device)))
         paths[p] = bool(crit.success(logits)[0])
         room = -float(crit.loss(logits)[0])
         row.file_margin = room if row.file_margin is None else min(row.file_margin, room)

@@ -63,6 +63,8 @@ class LossOracle(_Counter):
         self.charge(self.gradients, self.max_gradients, "gradients", None)
         if getattr(self.model, "aggregation", "max") in ("avg", "worst"):
             return self._ensemble_loss_and_grad(x, loss_fn)
+        if hasattr(self.model, "member"):  # max over members that run one at a time (PipelineClassifier)
+            return self._max_member_loss_and_grad(x, loss_fn)
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = self.model(x)
@@ -96,6 +98,33 @@ class LossOracle(_Counter):
             k = dist.argmax(1)
             grad = grads[torch.arange(len(x), device=x.device), k]
         return member_loss.amax(1), grad.detach(), logits.detach()
+
+    def _max_member_loss_and_grad(self, x: Tensor, loss_fn: LossFn | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``max`` aggregation on a model that can run one member (``model.member(k, x)``): the loss
+        max_k L_k from a forward of every member without gradient, the gradient (that of the max)
+        from a backward through the member attaining it only, per image: P forwards and one
+        backward instead of P backwards."""
+        x = x.detach()
+        with torch.no_grad():
+            logits = self.model(x)  # (N, P, C)
+            if loss_fn is None:
+                member_loss = torch.stack([self.criterion.loss(logits[:, k]) for k in range(logits.shape[1])], 1)
+            else:
+                y = self.y.to(logits.device)
+                member_loss = torch.stack([loss_fn(logits[:, k], y, self.targeted) for k in range(logits.shape[1])], 1)
+        worst = member_loss.argmax(1)
+        grad = torch.zeros_like(x)
+        for k in worst.unique().tolist():
+            idx = (worst == k).nonzero().flatten()
+            xi = x[idx].clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = self.model.member(k, xi)
+                if loss_fn is None:
+                    loss = self.criterion.subset(idx).loss(out)
+                else:
+                    loss = loss_fn(out, self.y.to(out.device)[idx], self.targeted)
+                (grad[idx],) = torch.autograd.grad(loss.sum(), xi)
+        return member_loss.amax(1), grad, logits
 
     @torch.no_grad()
     def logits(self, x: Tensor) -> Tensor:

@@ -6,7 +6,9 @@ attacked layers: the file's bytes are decoded by Pillow and classified the ways 
   ``center_crop`` on the decoded *float tensor*;
 * ``pil``: torchvision's ``Resize`` + ``CenterCrop`` on the decoded *PIL image* (Pillow's
   resampling, 8-bit rounding after the resize: what timm's and torchvision's default eval
-  transforms do), then to a tensor.
+  transforms do), then to a tensor;
+* a pipeline spec (:mod:`advimage.pipelines`: ``pil-lanczos``, ``cv2-area``, ``torch-bicubic-noaa``,
+  ``pil-bicubic+jpeg:90``, a §9.3 downscaler, ...): that pipeline's real libraries on the bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import codec
+from . import codec, pipelines
 from .resize import RESIZE_METHODS, EvalTransform
 
 PATHS = ("model", "float", "pil")
@@ -60,8 +62,18 @@ def model_inputs(data: bytes, suffix: str, config, paths: tuple[str, ...]) -> di
             out[p] = eval_float(x.float(), config)
         elif p == "pil":
             out[p] = None if suffix == ".npy" else eval_pil(codec.decode_pil(data), config)
+        elif _is_pipeline(p):  # a deployed pipeline (advimage.pipelines), through its own library
+            out[p] = None if suffix == ".npy" else pipelines.parse(p).model_input(data, config)
         elif p in RESIZE_METHODS:  # a downscaler (thesis §9.3) or another resize, on the float pixels
             out[p] = EvalTransform(config.input_size, config.crop_pct, p)(x.float()[None])[0]
         else:
             raise ValueError(f"unknown verification path {p!r}; valid: {', '.join(PATHS + RESIZE_METHODS)}")
     return out
+
+
+def _is_pipeline(path: str) -> bool:
+    try:
+        pipelines.parse(path)
+    except pipelines.PipelineError:
+        return False
+    return True
