@@ -172,3 +172,35 @@ def test_rival_spec_strings_parse():
     assert parse("smart+rival:fixed+cost:hill+margin:0.1").canonical() == "smart+cost:hill+rival:fixed+margin:0.1"
     assert Q.spec("gina+rival:fixed").gradients == Q.spec("gina").gradients == 1
     assert Q.spec("smart+rival:fixed").options == {"df", "targeted", "steps"}
+
+
+def test_the_engine_runs_fixed_rival_specs_under_its_margin(tmp_path, tiny_registered):
+    """Through run_batch (default noise margin: Margin(FixedRival)): every fooled file is verified,
+    and its c_a = the best other class at the attack's floats beats c0 by the margin."""
+    from PIL import Image
+
+    import advimage
+    from advimage.codec import decode
+    from advimage.criteria import NOISE_MARGIN
+    from advimage.data import ImageItem
+    from advimage.engine import Settings, run_batch
+
+    g = np.random.default_rng(5)
+    items = []
+    for i in range(4):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(g.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+        items.append(ImageItem(path, None))
+    model = advimage.models.get(tiny_registered)
+    specs = ("hill+rival:fixed", "gina+rival:fixed")
+    rows = run_batch(model, items, Settings(steps=30, size="model", quantizers=("none", *specs)))
+    floats = {r.key: decode(r.data, r.suffix).float() for r in rows if r.quantizer == "none" and r.data}
+    fooled = [r for r in rows if r.quantizer in specs and r.status == "fooled"]
+    assert fooled, "no fixed-rival file: the test proves nothing"
+    for r in fooled:
+        assert r.verified
+        with torch.no_grad():
+            la = model(floats[r.key][None])[0]
+            lq = model(decode(r.data, r.suffix).float()[None])[0]
+        c_a = int(torch.where(torch.arange(len(la)) == r.label, -torch.inf, la).argmax())
+        assert float(lq[r.label] - lq[c_a]) <= -NOISE_MARGIN + 1e-4, r.quantizer
