@@ -107,9 +107,10 @@ def hold_rival(oracle: LossOracle, logits_a: Tensor) -> None:
     """Eq. 8.10: from now on ``oracle`` asks L = l_{c0} − l_{ca}, with c_a = the best class other
     than c0 in ``logits_a`` (the logits at x_a), held fixed; margins and paths are kept.
 
-    At x_a itself this L equals the run's margin loss l_{c0} − max_{k≠c0} l_k, and so does its
-    gradient (the max is reached at c_a; autograd follows that class), so g and λ_c (eq. 7.16)
-    do not change: only the tests of the quantized images do (c_a must beat c0, not any class).
+    g and λ_c (eq. 7.16) are taken before, with the run's criterion; for one output per image
+    they are eq. 8.10's at x_a too (l_{c0} − max_{k≠c0} l_k reaches its max at c_a and autograd
+    follows that class), so only the tests of the quantized images change (c_a must beat c0,
+    not any class). With several paths or ensemble members, c_a comes from their mean logits.
     """
     labels = untargeted_labels(oracle.criterion)
     assert labels is not None  # check_rival ran
