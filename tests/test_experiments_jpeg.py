@@ -216,3 +216,98 @@ def test_parsers_and_errors(tmp_path):
     args = parser.parse_args(["jpeg-table", "imgs", "--attack", "nope"])
     with pytest.raises(SystemExit, match="unknown attack 'nope'"):
         jpeg_table.main(args)
+
+
+def run_cli(argv: list[str]) -> int:
+    """``advimage ARGV`` in process (the tiny model is registered here); returns the exit status."""
+    from advimage import cli
+
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else 1
+
+
+def defense_argv(folder, out, *extra: str) -> list[str]:
+    return ["experiment", "jpeg-defense", str(folder), "--model", "tiny-jpeg-test", "--steps", str(STEPS),
+            "--qualities", "90,75", "--defense-qualities", "100,75", "--device", "cpu", "--out", str(out),
+            "--quiet", *extra]
+
+
+def no_attack(*_, **__):
+    raise AssertionError("the spatial attack ran although --spatial-from was given")
+
+
+def test_spatial_from_missing_folder_refused(dataset, tmp_path, capsys, monkeypatch):
+    folder, _ = dataset
+    monkeypatch.setattr(jpeg_defense, "spatial_adversarials", no_attack)
+    out = tmp_path / "run"
+    code = run_cli(defense_argv(folder, out, "--spatial-from", str(tmp_path / "nowhere")))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nowhere: no such folder" in err and "advimage experiment jpeg-defense" in err
+    assert not out.exists()  # refused before anything is written
+
+
+def test_spatial_from_missing_files_refused(dataset, tmp_path, capsys, monkeypatch):
+    """A folder lacking files (e.g. quant-table's, which holds no PNGs) is refused, naming the missing
+    files and the command that makes them, not silently completed."""
+    folder, _ = dataset
+    monkeypatch.setattr(jpeg_defense, "spatial_adversarials", no_attack)
+    spatial = tmp_path / "spatial"
+    spatial.mkdir()
+    write_png(spatial / "img1.png", torch.zeros(3, SIZE, SIZE, dtype=torch.uint8))
+    out = tmp_path / "run"
+    code = run_cli(defense_argv(folder, out, "--spatial-from", str(spatial)))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "2 of 3 spatial PNGs missing (img0.png, img2.png)" in err
+    assert "img1.png" not in err.split("missing")[1].split(";")[0]
+    assert "advimage experiment jpeg-defense IMAGES --out RUN" in err and "RUN/spatial/<stem>.png" in err
+    assert not out.exists()
+    with pytest.raises(jpeg_defense.SpatialFilesError):  # the same refusal from Python
+        jpeg_defense.run([str(folder)], out, "tiny-jpeg-test", steps=STEPS, device="cpu", spatial_from=spatial,
+                         progress=False)
+
+
+def test_spatial_from_wrong_size_refused(dataset, tmp_path, capsys, monkeypatch):
+    folder, _ = dataset
+    monkeypatch.setattr(jpeg_defense, "spatial_adversarials", no_attack)
+    spatial = tmp_path / "spatial"
+    for i in range(3):
+        write_png(spatial / f"img{i}.png", torch.zeros(3, SIZE, SIZE + 8 * (i == 2), dtype=torch.uint8))
+    code = run_cli(defense_argv(folder, tmp_path / "run", "--spatial-from", str(spatial)))
+    err = capsys.readouterr().err
+    assert code == 2 and f"img2.png is {SIZE + 8}x{SIZE}, the model's input {SIZE}x{SIZE}" in err
+
+
+def test_spatial_from_reuses_the_files(dataset, table, tmp_path, monkeypatch):
+    """Present files are used as they are: no attack, no out/spatial/, every verdict and distortion
+    that of the given file, recomputed here with numpy and Pillow."""
+    folder, model = dataset
+    table_out, _ = table
+    monkeypatch.setattr(jpeg_defense, "spatial_adversarials", no_attack)
+    spatial = tmp_path / "given"
+    given = {}
+    for i in range(3):  # files no attack would make: the negative of x0, and one of them a flat grey
+        x0 = load_for_model(folder / f"img{i}.png", model.config)
+        given[f"img{i}.png"] = torch.full_like(x0, 128) if i == 1 else 255 - x0
+        write_png(spatial / f"img{i}.png", given[f"img{i}.png"])
+    out = tmp_path / "run"
+    assert run_cli(defense_argv(folder, out, "--spatial-from", str(spatial), "--from-table", str(table_out))) == 0
+    assert not (out / "spatial").exists() and not (out / "q90").exists()
+    rows = [r for r in json.loads((out / "rows.json").read_text()) if r["source"] == "spatial"]
+    assert sorted(r["image"] for r in rows) == ["img0.png", "img1.png", "img2.png"]
+    for r in rows:
+        assert r["file"] == str(spatial / r["image"])
+        x = pillow_pixels(spatial / r["image"])
+        assert torch.equal(x, given[r["image"]].float())
+        x0 = np.asarray(Image.open(folder / r["image"]).convert("RGB"), dtype=np.float64)  # 32x32: no resize
+        ref = np.sqrt(((x.permute(1, 2, 0).numpy() - x0) ** 2).mean())  # eq. 6.2
+        assert r["distortion"] == pytest.approx(ref, rel=1e-5)
+        assert r["fooled"]["none"] == bool(model.predict(x[None])[0] != r["label"])
+        for q in (100, 75):
+            assert r["fooled"][f"jpeg{q}"] == bool(model.predict(pillow_jpeg(x, q)[None])[0] != r["label"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["spatial_from"] == str(spatial)
+    assert summary["mean_distortion"]["spatial"] == pytest.approx(sum(r["distortion"] for r in rows) / 3)

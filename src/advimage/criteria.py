@@ -198,6 +198,77 @@ class ScoreBelow:
         return int(self.targets.shape[0])
 
 
+@dataclass(frozen=True)
+class FixedRival:
+    """Untargeted with the rival class held fixed (thesis eq. 8.10, on logits as the project does,
+    eq. 4.15's remark): loss ``l_{c0} − l_{ca}`` with c0 = ``labels`` (N,) and c_a = ``rivals`` (N,),
+    the class the attack reached; success where that loss is negative, i.e. c_a beats c0 (which
+    implies a misclassification, so such a file satisfies :class:`Misclassification` too, with at
+    least the same margin). Eq. 8.11's constraint L(ℓ) < 0, taken literally."""
+
+    labels: Tensor
+    rivals: Tensor
+    targeted = False
+
+    def __post_init__(self) -> None:
+        if self.rivals.shape != self.labels.shape:
+            raise ValueError(f"rivals {tuple(self.rivals.shape)} and labels {tuple(self.labels.shape)} differ in shape")
+        if bool((self.rivals == self.labels.to(self.rivals.device)).any()):
+            raise ValueError("a rival class c_a must differ from the label c0 (eq. 8.10)")
+
+    def loss(self, logits: Tensor) -> Tensor:
+        own = logits.gather(1, self.labels.to(logits.device)[:, None])[:, 0]
+        rival = logits.gather(1, self.rivals.to(logits.device)[:, None])[:, 0]
+        return own - rival
+
+    def success(self, logits: Tensor) -> Tensor:
+        return self.loss(logits) < 0
+
+    def subset(self, idx: Tensor) -> "FixedRival":
+        idx = idx.to(self.labels.device)
+        return FixedRival(self.labels[idx], self.rivals[idx.to(self.rivals.device)])
+
+    def describe(self) -> dict:
+        return {"criterion": "misclassification", "rival": "fixed"}
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def rival_classes(logits: Tensor, labels: Tensor) -> Tensor:
+    """c_a of eq. 8.10: the best class other than c0 = ``labels`` (N,) in ``logits`` (N, C) at x_a,
+    the predicted class wherever the attack succeeded. Several paths or members (N, P, C): the
+    best other class of their mean logits, one c_a per image. Returns (N,) long."""
+    from .losses import best_other_logit
+
+    if logits.ndim == 3:
+        logits = logits.mean(1)
+    return best_other_logit(logits, labels.to(logits.device))[1]
+
+
+def fix_rival(crit: "Criterion", rivals: Tensor) -> "Criterion":
+    """``crit`` with its untargeted label criterion replaced by :class:`FixedRival` (c_a = ``rivals``
+    (N,)), keeping the :class:`Margin` and :class:`AllPaths` wrappers around it. Other criteria
+    (targeted: the class is fixed already; scores: no class) raise ``TypeError``."""
+    if isinstance(crit, Margin):
+        return Margin(fix_rival(crit.inner, rivals), crit.kappa)
+    if isinstance(crit, AllPaths):
+        return AllPaths(fix_rival(crit.inner, rivals))
+    if isinstance(crit, Misclassification):
+        return FixedRival(crit.labels, rivals.to(crit.labels.device))
+    if isinstance(crit, FixedRival):
+        return crit
+    raise TypeError(f"a fixed rival class (eq. 8.10) applies to the untargeted misclassification criterion, "
+                    f"not to {type(crit).__name__}")
+
+
+def untargeted_labels(crit: "Criterion") -> Tensor | None:
+    """The labels c0 (N,) of an untargeted label criterion under its wrappers, else None."""
+    while isinstance(crit, (Margin, AllPaths)):
+        crit = crit.inner
+    return crit.labels if isinstance(crit, (Misclassification, FixedRival)) else None
+
+
 LabelCriterion = Misclassification | TargetedMisclassification
 
 

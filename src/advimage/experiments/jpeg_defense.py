@@ -2,8 +2,11 @@
 
 Sources of adversarial images, per original x0:
 
-* ``spatial``: BP best-effort + spatial smart quantization, a PNG (or taken from a folder of
-  ``<stem>.png``, e.g. the ``smart/`` folder of the ``quant-table`` experiment);
+* ``spatial``: BP best-effort + spatial smart quantization, a PNG written under ``out/spatial/``
+  (or, with ``spatial_from``, taken from a folder that holds ``<stem>.png`` for every image, e.g.
+  the ``spatial/`` folder of an earlier ``jpeg-defense`` run; ``quant-table`` writes no PNGs since
+  commit 713ab66). A folder that lacks files is refused (:class:`SpatialFilesError`), never
+  silently completed;
 * ``jpeg<q>``: the §7.4.1 JPEG protocol at quality q (plain JPEG if it fools the model, else
   BP on the plain JPEG + JPEG smart quantization), a .jpg (or taken from a ``jpeg-table``
   output folder, ``q<q>/ours/<stem>.jpg``).
@@ -27,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import encode_png, write_atomic
-from ..data import ImageItem, check_labels, discover
+from ..data import DataError, ImageItem, check_labels, discover
 from ..defenses.jpeg import JpegDefense
 from ..distortion import distortion
 from ..engine import Settings, run_batch
@@ -35,6 +38,42 @@ from ..images import read_image
 from ..models import load_model
 from .jpeg_table import jpeg_adversarials, load_batch
 from .options import experiment_parser
+
+
+class SpatialFilesError(DataError):
+    """``--spatial-from`` names a folder that is missing, lacks some ``<stem>.png`` or holds a file
+    of the wrong size (the CLI: one line, exit status 2)."""
+
+
+MAKE_SPATIAL = ("advimage experiment jpeg-defense IMAGES --out RUN (same images, --model, --attack, --steps, "
+                "--df, --limit) writes them as RUN/spatial/<stem>.png; or drop --spatial-from to compute them here")
+
+
+def spatial_files(folder: Path, stems: list[str]) -> list[Path]:
+    """``folder/<stem>.png`` for every stem, or :class:`SpatialFilesError` naming the missing ones
+    and the command that makes them (reused files are never silently recomputed)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SpatialFilesError(f"--spatial-from {folder}: no such folder; {MAKE_SPATIAL}")
+    paths = [folder / f"{s}.png" for s in stems]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise SpatialFilesError(f"--spatial-from {folder}: {len(missing)} of {len(paths)} spatial PNGs missing "
+                                f"({shown}); {MAKE_SPATIAL}")
+    return paths
+
+
+def check_sizes(paths: list[Path], size: int) -> None:
+    """Refuse (:class:`SpatialFilesError`) a reused file that is not ``size`` x ``size`` pixels
+    (the model's input, where x0 and the spatial adversarials live)."""
+    from PIL import Image
+
+    for p in paths:
+        with Image.open(p) as im:
+            if im.size != (size, size):
+                raise SpatialFilesError(f"--spatial-from {p.parent}: {p.name} is {im.size[0]}x{im.size[1]}, the "
+                                        f"model's input {size}x{size}; {MAKE_SPATIAL}")
 
 
 @dataclass
@@ -79,16 +118,21 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
     """Run the experiment; write ``rows.json``, ``summary.json``, ``table.md`` under ``out``.
 
     from_table: a ``jpeg-table`` output folder whose ``q<q>/ours/<stem>.jpg`` are reused
-    (missing files are recomputed under ``out/q<q>/``). spatial_from: a folder of ``<stem>.png``
-    spatial adversarials to reuse (missing ones are recomputed under ``out/spatial/``).
+    (missing files are recomputed under ``out/q<q>/``). spatial_from: a folder holding a
+    ``<stem>.png`` spatial adversarial, at the model's input size, for every image; a missing folder
+    or file, or a file of another size, raises :class:`SpatialFilesError` before any attack runs.
     """
     from rich.progress import Progress
 
     out = Path(out)
-    model = load_model(model_name, device=device)
     items = discover(images)
     items = items[:limit] if limit else items
+    # reused spatial files: all present, or refused before the model is even loaded
+    reused = dict(zip((it.stem for it in items), spatial_files(spatial_from, [it.stem for it in items]))) \
+        if spatial_from is not None else {}
+    model = load_model(model_name, device=device)
     check_labels(items, model.config.num_classes, model_name)
+    check_sizes(list(reused.values()), model.config.input_size)
     out.mkdir(parents=True, exist_ok=True)
     sources = ["none", "spatial"] + [f"jpeg{q}" for q in qualities]
     rows: list[Row] = []
@@ -106,17 +150,14 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                 y = torch.where(y < 0, model.predict(x0.float()), y)
             correct = model.predict(x0.float()) == y
             files: dict[str, list[Path | None]] = {"none": [None] * len(batch)}
-            # spatial PNGs: reuse, else attack + spatial smart quantization
-            paths = [spatial_from / f"{s}.png" if spatial_from else None for s in stems]
-            missing = [j for j, p in enumerate(paths) if p is None or not p.is_file()]
-            if missing:
-                idx = torch.tensor(missing, device=model.device)
-                targets = [out / "spatial" / f"{stems[j]}.png" for j in missing]
-                subset = [ImageItem(batch[j][0].path, int(y[j])) for j in missing]
-                new = spatial_adversarials(model, subset, x0[idx], targets, attack=attack, steps=steps, df=df)
-                for j, p in zip(missing, new):
-                    paths[j] = p
-            files["spatial"] = paths
+            # spatial PNGs: the folder's (all present, checked above), else attack + spatial smart quantization
+            if spatial_from is not None:
+                spatial: list[Path] = [reused[s] for s in stems]
+            else:
+                targets = [out / "spatial" / f"{s}.png" for s in stems]
+                subset = [ImageItem(it.path, int(y[j])) for j, (it, _) in enumerate(batch)]
+                spatial = spatial_adversarials(model, subset, x0, targets, attack=attack, steps=steps, df=df)
+            files["spatial"] = list(spatial)
             # JPEG files: reuse the jpeg-table's, else the §7.4.1 protocol
             for q in qualities:
                 paths = [from_table / f"q{q}" / "ours" / f"{s}.jpg" if from_table else None for s in stems]
@@ -209,7 +250,8 @@ def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--from-table", type=Path, default=None,
                    help="reuse a jpeg-table output folder's q<Q>/ours/<stem>.jpg files")
     p.add_argument("--spatial-from", type=Path, default=None,
-                   help="reuse a folder of <stem>.png spatial adversarials (e.g. quant-table's smart/)")
+                   help="reuse a folder holding <stem>.png spatial adversarials for every image (e.g. an earlier "
+                   "jpeg-defense run's spatial/); refused if any is missing")
     p.set_defaults(experiment_main=main)
     return p
 

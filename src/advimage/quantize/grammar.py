@@ -3,12 +3,16 @@
 A quantizer is a point of one product: rounding rule × cost map × gradient-spending walk ×
 pruning × margin. A spec string names it::
 
-    RULE[+cost:hill|mipod][+walk:KIND:STEPS ...][+prune:ROUNDS][+margin:KAPPA]
+    RULE[+cost:hill|mipod][+rival:fixed][+walk:KIND:STEPS ...][+prune:ROUNDS][+margin:KAPPA]
 
 - RULE: ``round``, ``none``, ``smart`` (§7.2), ``scaled`` (x0 + round(s u)), ``jpeg`` (§7.3),
   ``jpeg-pixels`` (plain rounding, then a plain Pillow JPEG) or ``gina`` (Ch. 8);
 - ``+cost:hill`` / ``+cost:mipod`` (``smart`` only): steganographic costs of the ±k changes
   (Ch. 8, eqs. 8.3-8.4, 8.13-8.14);
+- ``+rival:fixed`` (``smart``, with or without a cost, and ``gina``; not with ``+prune``): the
+  loss of eq. 8.10, l_{c0} − l_{ca} with c_a the class the attack reached, held fixed: the
+  quantized image must make c_a beat c0 (eq. 8.11), not merely leave c0. Without it the rival is
+  the best other class wherever the loss is evaluated (eqs. 4.15-4.16), the run's criterion;
 - ``+walk:KIND:STEPS`` (``scaled`` only; repeatable, a chain): STEPS more gradient steps in the
   metric of the file's integer cost before the scaled rounding (KIND: ``irls``, ``prox``,
   ``int``; :mod:`.lattice`); the file is never costlier than ``scaled`` of the attack's floats;
@@ -33,11 +37,13 @@ from ..criteria import Criterion
 from .base import QuantizedImages, QuantizerSpec, UnknownQuantizerError, options_of, registered
 
 #: the grammar of a spec string, in one line (``advimage quantizers`` prints it)
-SYNTAX = "RULE[+cost:hill|mipod][+walk:irls|prox|int:STEPS ...][+prune:ROUNDS][+margin:KAPPA]"
+SYNTAX = "RULE[+cost:hill|mipod][+rival:fixed][+walk:irls|prox|int:STEPS ...][+prune:ROUNDS][+margin:KAPPA]"
 
 #: the rules, each a registered base quantizer (:mod:`.spatial`, :mod:`.scaled`, :mod:`.jpeg`, :mod:`.stego`)
 RULES = ("round", "none", "smart", "scaled", "jpeg", "jpeg-pixels", "gina")
 COSTS = ("hill", "mipod")
+#: ``+rival:`` values: the class of eq. 8.10 held fixed (the default, the best other class, has no modifier)
+RIVAL_KINDS = ("fixed",)
 WALK_KINDS = ("irls", "prox", "int")
 
 #: today's names: (spec, description); one table, so that stored runs still resolve
@@ -67,19 +73,23 @@ class QuantizerSpecError(UnknownQuantizerError):
 
 @dataclass(frozen=True)
 class Recipe:
-    """A parsed spec string: rule, cost map, walk chain, pruning rounds, margin (None: the run's)."""
+    """A parsed spec string: rule, cost map, walk chain, pruning rounds, margin (None: the run's),
+    rival class (None: the best other class; ``fixed``: eq. 8.10's c_a)."""
 
     rule: str
     cost: str | None = None
     walks: tuple[tuple[str, int], ...] = ()
     prune: int = 0
     margin: float | None = None
+    rival: str | None = None
 
     def canonical(self) -> str:
         """The spec string, modifiers in the grammar's order."""
         parts = [self.rule]
         if self.cost:
             parts.append(f"cost:{self.cost}")
+        if self.rival:
+            parts.append(f"rival:{self.rival}")
         parts += [f"walk:{k}:{n}" for k, n in self.walks]
         if self.prune:
             parts.append(f"prune:{self.prune}")
@@ -103,11 +113,13 @@ def parse(spec: str) -> Recipe:
     if rule not in RULES:
         raise QuantizerSpecError(f"unknown quantizer {spec!r}; valid quantizers: {', '.join((*RULES, *ALIASES))}, "
                                  f"or a spec string {SYNTAX}")
-    cost, walks, prune, margin = None, [], 0, None
+    cost, walks, prune, margin, rival = None, [], 0, None, None
     for mod in mods:
         key, _, value = mod.partition(":")
         if key == "cost" and value in COSTS and cost is None:
             cost = value
+        elif key == "rival" and value in RIVAL_KINDS and rival is None:
+            rival = value
         elif key == "walk" and value.partition(":")[0] in WALK_KINDS:
             kind, _, steps = value.partition(":")
             walks.append((kind, _int(steps, "walk steps", spec)))
@@ -123,14 +135,19 @@ def parse(spec: str) -> Recipe:
         else:
             raise QuantizerSpecError(
                 f"bad quantizer {spec!r}: {mod!r} is not a modifier, or is repeated (valid: cost:{'|'.join(COSTS)}, "
-                f"walk:{'|'.join(WALK_KINDS)}:STEPS, prune:ROUNDS, margin:KAPPA)")
+                f"rival:{'|'.join(RIVAL_KINDS)}, walk:{'|'.join(WALK_KINDS)}:STEPS, prune:ROUNDS, margin:KAPPA)")
     if cost and rule != "smart":
         raise QuantizerSpecError(f"bad quantizer {spec!r}: +cost applies to the smart rule only")
     if walks and rule != "scaled":
         raise QuantizerSpecError(f"bad quantizer {spec!r}: +walk applies to the scaled rule only")
     if prune and rule not in ("smart", "scaled"):
         raise QuantizerSpecError(f"bad quantizer {spec!r}: +prune applies to the smart and scaled rules only")
-    return Recipe(rule, cost, tuple(walks), prune, margin)
+    if rival and rule not in ("smart", "gina"):
+        raise QuantizerSpecError(f"bad quantizer {spec!r}: +rival applies to the smart and gina rules only")
+    if rival and prune:
+        raise QuantizerSpecError(f"bad quantizer {spec!r}: +rival does not combine with +prune (pruning tests the "
+                                 "run's criterion, not the fixed rival)")
+    return Recipe(rule, cost, tuple(walks), prune, margin, rival)
 
 
 def build(recipe: Recipe, rules: dict[str, QuantizerSpec], name: str | None = None,
@@ -144,8 +161,10 @@ def build(recipe: Recipe, rules: dict[str, QuantizerSpec], name: str | None = No
     if recipe == Recipe(recipe.rule):
         return base
     fn = base.fn
-    if recipe.cost:
-        fn = _with_cost(recipe.cost)
+    if recipe.rule == "gina" and recipe.rival:
+        fn = _gina_rival(recipe.rival)
+    elif recipe.cost or recipe.rival:
+        fn = _with_cost(recipe.cost, recipe.rival or "max")
     if recipe.walks:
         fn = _walked(recipe.walks, recipe.prune)
     elif recipe.prune:
@@ -156,17 +175,28 @@ def build(recipe: Recipe, rules: dict[str, QuantizerSpec], name: str | None = No
     return QuantizerSpec(name, fn, base.suffix, gradients, what, options_of(fn), forwards, canonical, recipe.margin)
 
 
-def _with_cost(cost: str):
-    """``smart`` with the HILL or MiPOD cost map of x0 (Ch. 8)."""
+def _with_cost(cost: str | None, rival: str = "max"):
+    """``smart`` with the HILL or MiPOD cost map of x0 (Ch. 8; None: squared L2) and the rival
+    class rule ``rival`` (``fixed``: eq. 8.10)."""
     from .spatial import quantize_spatial
     from .stego import _as_pixels, hill_cost, mipod_cost
 
-    weight_fn = {"hill": hill_cost, "mipod": mipod_cost}[cost]
+    weight_fn = {"hill": hill_cost, "mipod": mipod_cost}[cost] if cost else None
 
     def run(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
             targeted: bool = False, steps: int = 10) -> QuantizedImages:
-        weight = weight_fn(_as_pixels(x0, 1.0))
-        return quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, steps=steps, cost=weight)
+        weight = weight_fn(_as_pixels(x0, 1.0)) if weight_fn else None
+        return quantize_spatial(model, x0, x_adv, y, df=df, targeted=targeted, steps=steps, cost=weight, rival=rival)
+    return run
+
+
+def _gina_rival(rival: str):
+    """``gina`` with the rival class rule ``rival`` (``fixed``: eq. 8.10)."""
+    from .stego import quantize_gina
+
+    def run(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
+            targeted: bool = False, steps: int = 8) -> QuantizedImages:
+        return quantize_gina(model, x0, x_adv, y, df=df, targeted=targeted, steps=steps, rival=rival)
     return run
 
 

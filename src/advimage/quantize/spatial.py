@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..criteria import Criterion
+from ..criteria import Criterion, fix_rival, rival_classes, untargeted_labels
 from ..distortion import distortion
 from ..oracle import LossOracle
 from ..search import BracketSearch
@@ -88,6 +88,35 @@ def lambda_c(loss: Tensor, grad: Tensor, u: Tensor, cost: Tensor | None = None) 
     return critical_lambda(loss, u, grad, cost)
 
 
+#: how the rival class of the loss is chosen: ``max`` the best other class wherever the loss is
+#: evaluated (eqs. 4.15-4.16, the run's criterion), ``fixed`` the class c_a the attack reached, held
+#: fixed for the whole quantization (eq. 8.10)
+RIVALS = ("max", "fixed")
+
+
+def check_rival(rival: str, oracle: LossOracle) -> None:
+    """Refuse an unknown ``rival`` or, for ``fixed``, a criterion without an untargeted label."""
+    if rival not in RIVALS:
+        raise ValueError(f"rival must be one of {', '.join(RIVALS)}, got {rival!r}")
+    if rival == "fixed" and untargeted_labels(oracle.criterion) is None:
+        raise TypeError("a fixed rival class (eq. 8.10) needs the untargeted misclassification criterion, not "
+                        f"{type(oracle.criterion).__name__}")
+
+
+def hold_rival(oracle: LossOracle, logits_a: Tensor) -> None:
+    """Eq. 8.10: from now on ``oracle`` asks L = l_{c0} − l_{ca}, with c_a = the best class other
+    than c0 in ``logits_a`` (the logits at x_a), held fixed; margins and paths are kept.
+
+    g and λ_c (eq. 7.16) are taken before, with the run's criterion; for one output per image
+    they are eq. 8.10's at x_a too (l_{c0} − max_{k≠c0} l_k reaches its max at c_a and autograd
+    follows that class), so only the tests of the quantized images change (c_a must beat c0,
+    not any class). With several paths or ensemble members, c_a comes from their mean logits.
+    """
+    labels = untargeted_labels(oracle.criterion)
+    assert labels is not None  # check_rival ran
+    oracle.criterion = fix_rival(oracle.criterion, rival_classes(logits_a, labels))
+
+
 def _as_pixels(x: Tensor, scale: float) -> Tensor:
     x = x.detach().float() * scale
     if x.ndim == 3:
@@ -100,7 +129,7 @@ def _as_pixels(x: Tensor, scale: float) -> Tensor:
 @torch.no_grad()
 def quantize_spatial(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
                      targeted: bool = False, steps: int = 10, scale: float = 1.0, grow: float = 10.0,
-                     cost: Tensor | None = None, costs: CostFn | None = None) -> QuantizedImages:
+                     cost: Tensor | None = None, costs: CostFn | None = None, rival: str = "max") -> QuantizedImages:
     """Quantize adversarial samples to 8-bit images that stay adversarial (§7.2).
 
     x0: (N, 3, H, W) original integer pixels (uint8 or float); x_adv: float adversarial samples,
@@ -113,6 +142,8 @@ def quantize_spatial(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
     (eq. 7.16), moving by factors of ``grow`` until bracketed, then bisecting; plus one gradient at x_a.
     Where x0 is already adversarial, x0 is returned. Where no λ works, ``success`` is False and the
     image returned is the one of the largest λ tried (still admissible).
+    rival: ``max`` (default) tests the quantized images with the criterion as given; ``fixed``
+    holds the class c_a reached at x_a (eq. 8.10; :func:`hold_rival`), untargeted labels only, df > 0.
     """
     x0 = _as_pixels(x0, scale if not x0.dtype == torch.uint8 else 1.0)
     xa = _as_pixels(x_adv, scale).to(x0.device)
@@ -133,6 +164,9 @@ def quantize_spatial(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
     if steps < 2:
         raise ValueError("steps must be >= 2 (one forward checks x0, the rest search λ)")
     oracle = LossOracle(model, y, targeted, max_gradients=1, max_forwards=steps)
+    check_rival(rival, oracle)
+    if rival == "fixed" and df == 0:
+        raise ValueError("df=0 is plain rounding, with no gradient at x_a: a fixed rival class needs df > 0")
     u = xa - x0
     low, high = admissible_bounds(u, df)
     # already-adversarial originals are their own best answer (thesis §7.4.1)
@@ -143,7 +177,9 @@ def quantize_spatial(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Cr
         xq = torch.where(batch_view(start_adv), x0, xq)
         lam = torch.where(start_adv | ok, 0.0, float("nan"))
         return _result(xq, x0, ok | start_adv, lam, oracle)
-    loss, grad, _ = oracle.loss_and_grad(xa)
+    loss, grad, logits_a = oracle.loss_and_grad(xa)
+    if rival == "fixed":
+        hold_rival(oracle, logits_a)  # eq. 8.10; loss and grad at x_a are unchanged
     if costs is not None:
         lc = critical_lambda(loss, u, grad, check_cost(costs(torch.ones_like(u)).clamp_min(1e-12), x0))
 

@@ -28,7 +28,7 @@ from ..oracle import LossOracle
 from ..search import BracketSearch
 from ..tensor_ops import batch_view
 from .base import QuantizedImages, register
-from .spatial import _as_pixels, _result, admissible_bounds, argmin_costs
+from .spatial import _as_pixels, _result, admissible_bounds, argmin_costs, check_rival, hold_rival
 
 # MiPOD's variance estimator settings (Sedighi et al. 2016, and conseal's defaults)
 MIPOD_BLOCK = 9
@@ -127,7 +127,7 @@ def gina_costs(weight: Tensor, mu: Tensor):
 @torch.no_grad()
 def quantize_gina(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Criterion, *, df: float = 1,
                   targeted: bool = False, steps: int = 8, rounds: int = 2,
-                  weight: Tensor | None = None) -> QuantizedImages:
+                  weight: Tensor | None = None, rival: str = "max") -> QuantizedImages:
     """GINA quantization (§8.4.4): the 12 lattices embedded one after the other (Wang et al. 2019's
     green-first order, CMD's sequential cost updates), with one gradient g at x_a.
 
@@ -140,7 +140,10 @@ def quantize_gina(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Crite
     each lattice now aiming at the criterion, its changes re-solved with the costs updated from
     all the others; an image leaves as soon as it is adversarial.
     weight: quadratic weights (N, 3, H, W) of the base cost (default: MiPOD's 1/σ²).
-    Forward passes: 1 + 12 · steps per sweep; gradients: 1.
+    rival: ``max`` (default) the criterion as given; ``fixed`` (eq. 8.10) the loss l_{c0} − l_{ca}
+    with c_a the class reached at x_a, for L0, the lattice targets and the final test (whether x0
+    is already adversarial is still the criterion's). Forward passes: 1 + 12 · steps per sweep;
+    gradients: 1.
     """
     x0 = _as_pixels(x0, 1.0).round()
     xa = _as_pixels(x_adv, 1.0).to(x0.device).clamp(0, 255)
@@ -154,12 +157,15 @@ def quantize_gina(model: nn.Module, x0: Tensor, x_adv: Tensor, y: Tensor | Crite
     weight = mipod_cost(x0) if weight is None else weight.to(x0.device, x0.dtype)
     masks = lattice_masks(tuple(x0.shape), x0.device)
     oracle = LossOracle(model, y, targeted, max_gradients=1, max_forwards=1 + len(masks) * steps)
+    check_rival(rival, oracle)
     logits0 = oracle.logits(x0)
     start_adv = oracle.success(logits0)
-    loss0 = oracle.loss(logits0)
     u = xa - x0
     low, high = admissible_bounds(u, df)
-    _, grad, _ = oracle.loss_and_grad(xa)
+    _, grad, logits_a = oracle.loss_and_grad(xa)
+    if rival == "fixed":
+        hold_rival(oracle, logits_a)  # eq. 8.10: L0, the lattice targets and the last test use c_a
+    loss0 = oracle.loss(logits0)
     k = torch.zeros_like(x0)
     success = start_adv.clone()
     lam_kept = torch.zeros(n, device=x0.device)
