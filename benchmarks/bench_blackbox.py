@@ -1,4 +1,4 @@
-"""Hard-label attacks side by side: SurFree, HopSkipJump, CGBA and CGBA-H on the same images and model.
+"""Hard-label attacks side by side: SurFree, HopSkipJump, CGBA, CGBA-H and TtBA on the same images and model.
 
 For every attack and every budget K (label queries per image, default 500, 1000, 2000, 5000) one
 independent run with budget K, as the RoBIC benchmark runs it (an attack told its budget may
@@ -15,7 +15,7 @@ Per run, on the integer images the attacks return (re-checked by the model, outs
 Usage::
 
     python benchmarks/bench_blackbox.py IMAGES [-n 16] [--model efficientnet_lite0] \\
-        [--attacks surfree,hsj,cgba,cgba_h] [--budgets 500,1000,2000,5000] [--batch-size 16] \\
+        [--attacks surfree,hsj,cgba,cgba_h,ttba] [--budgets 500,1000,2000,5000] [--batch-size 16] \\
         [--device cuda] [--threads N] [--seed 0] [--time-all] \\
         [--out benchmarks/out/blackbox.json] [--plot benchmarks/out/blackbox.png]
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", help="image files or folders (e.g. ../shared/data/imagenet-sample)")
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("-n", "--images-count", dest="n", type=int, default=16, help="first N images")
-    p.add_argument("--attacks", default="surfree,hsj,cgba,cgba_h")
+    p.add_argument("--attacks", default="surfree,hsj,cgba,cgba_h,ttba")
     p.add_argument("--budgets", default="500,1000,2000,5000", help="label queries per image, comma-separated")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="default: cuda if available")

@@ -13,6 +13,10 @@ try:
 except ImportError:  # pragma: no cover
     pass
 try:
+    from . import ttba  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+try:
     from . import decision_baseline  # noqa: F401
 except ImportError:  # pragma: no cover
     pass

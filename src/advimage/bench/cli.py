@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g = p.add_mutually_exclusive_group()
     g.add_argument("--attacks", default=None,
                    help="comma-separated attacks, NAME or NAME:BUDGET (default: bp,surfree); "
-                        "surfree/hsj/cgba/cgba_h are black box (budget = queries)")
+                        "surfree/hsj/cgba/cgba_h/ttba are black box (budget = queries)")
     g.add_argument("--compare-attacks", default=None, metavar="ATTACKS",
                    help="compare several attacks on each model (Fig. 6.1 style overlay), e.g. fgsm,ifgsm,pgd,bp,cw,ddn")
     p.add_argument("--steps", type=_positive, default=100, help="gradient budget per image of white-box attacks")
