@@ -281,3 +281,36 @@ def test_max_gradient_through_one_member_equals_autograd_of_the_max():
     (ref_grad,) = torch.autograd.grad(ref_loss.sum(), xr)
     assert torch.allclose(loss, ref_loss.detach(), atol=1e-3)
     assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-4 * ref_grad.abs().max())
+
+
+@pytest.mark.skipif(not HAVE_CV2, reason="needs opencv-python-headless")
+def test_cli_victims_writes_files_that_opencv_and_pillow_misclassify(photo_items, tmp_path, capsys, tiny_registered):
+    """End to end: the written file, read back from disk by OpenCV itself and by Pillow itself."""
+    import json
+
+    from advimage.cli import main
+    from advimage.models import get
+
+    out = tmp_path / "out"
+    rc = main(["attack", str(photo_items[0].path), "--model", tiny_registered, "--steps", "40",
+               "--victims", "cv2-linear,pil-lanczos+jpeg:95", "--out", str(out), "--json", "--no-figures"])
+    rows = json.loads(capsys.readouterr().out)
+    assert rc == 0 and len(rows) == 1
+    row = rows[0]
+    assert row["verified_paths"] == {"cv2-linear": True, "pil-lanczos+jpeg:95": True}, row
+    model = get(tiny_registered)  # the model the CLI loaded: input 32, crop_pct 1 (shorter side 32)
+    bgr = cv2.imread(row["output"], cv2.IMREAD_COLOR)
+    h, w = bgr.shape[:2]
+    size = (32, round(32 * h / w)) if w <= h else (int(32 * w / h), 32)
+    small = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)[..., ::-1]
+    top, left = round((small.shape[0] - 32) / 2), round((small.shape[1] - 32) / 2)
+    x = torch.from_numpy(np.ascontiguousarray(small[top:top + 32, left:left + 32])).permute(2, 0, 1).float()
+    assert int(model(x[None]).argmax(1)) != row["label"]
+    buf = io.BytesIO()
+    Image.open(row["output"]).convert("RGB").save(buf, format="JPEG", quality=95)
+    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    img = img.resize((int(32 * img.width / img.height), 32) if img.width >= img.height
+                     else (32, int(32 * img.height / img.width)), Image.Resampling.LANCZOS)
+    t, lt = round((img.height - 32) / 2), round((img.width - 32) / 2)
+    x = torch.from_numpy(np.asarray(img)[t:t + 32, lt:lt + 32].copy()).permute(2, 0, 1).float()
+    assert int(model(x[None]).argmax(1)) != row["label"]
