@@ -378,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, members in SETS.items():
             print(f"set {name:12s} {', '.join(members)}")
         print(f"\nor specs {SYNTAX}, comma-separated, e.g. --victims pil-bicubic,cv2-area,torch-bicubic-noaa+jpeg:85")
+        print("(--victim pil / float are pil-<f> / torch-<f> with the model's interpolation f; --downscaler NAME "
+              "attacks through one of these resizes; --ensemble AGG through the set downscalers)")
         return 0
     if args.command == "experiment":
         from .data import DataError
