@@ -9,7 +9,9 @@ torchvision, OpenCV, bf16 autocast, Pillow's JPEG re-encode). Configurations:
 - ``common``: ``victims="common"``, the 13 pipelines;
 - ``resizes``: ``victims="resizes"`` (the 10 resizes: no rounding, bf16 or JPEG member), and
   ``common-m0``: ``common`` at margin 0; with ``default`` and ``common`` they split the price
-  between the resizes, the other stages and the noise margin (on the first ``--split-limit`` images).
+  between the resizes, the other stages and the noise margin (on the first ``--split-limit`` images);
+- ``common-avg``, ``common-worst``: ``common`` with the members' gradients averaged (EOT) or of the
+  member farthest from its boundary (thesis §9.4.5), on the first ``--split-limit`` images.
 
 Rows go to a JSONL file as they come (``--out`` + ``.jsonl``; a rerun resumes), the summary to
 ``--out`` (JSON) and a table. Not a test; CPU times depend on the machine.
@@ -33,6 +35,8 @@ CONFIGS = {
     "common": dict(victims="common"),
     "resizes": dict(victims="resizes"),
     "common-m0": dict(victims="common", margin=0.0),
+    "common-avg": dict(victims="common", aggregation="avg"),
+    "common-worst": dict(victims="common", aggregation="worst"),
 }
 
 
