@@ -46,6 +46,7 @@ def register_tiny(delay: float = 0.0) -> None:
     """Register the tiny test model (a subprocess may register it again with a slow forward)."""
     cfg = dict(input_size=32, crop_pct=1.0, interpolation="bilinear", mean=(0.5, 0.5, 0.5),
                std=(0.25, 0.25, 0.25), num_classes=5)
+    models.MODELS.unregister(TINY)  # a second call replaces the first (the registry refuses silent overwrites)
 
     @models.register(TINY)
     def _tiny() -> PixelClassifier:

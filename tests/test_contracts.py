@@ -56,7 +56,7 @@ def test_a_toy_quantizer_plugs_into_the_engine(tmp_path, tiny_registered):
         x = advimage.codec.decode(toy.data).float()[None]
         assert (model(x).argmax(1) != toy.label).item() == toy.verified
     finally:
-        quantize.base._QUANTIZERS.pop("toy-ceil", None)
+        quantize.base.QUANTIZERS.unregister("toy-ceil")
 
 
 def test_engine_refuses_bad_settings_with_the_valid_names():

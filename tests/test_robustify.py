@@ -175,7 +175,7 @@ def test_resume_refuses_other_settings_and_existing_runs(tmp_path):
 
 def test_student_loads_by_path_without_pickle(tmp_path, monkeypatch):
     from advimage.models import register
-    from advimage.models.registry import _BUILDERS
+    from advimage.models.registry import MODELS
     from advimage.specs import load_classifier
 
     def build(weights=None):
@@ -205,7 +205,7 @@ def test_student_loads_by_path_without_pickle(tmp_path, monkeypatch):
         load_checkpoint(rob, tmp_path)  # the checkpoint, too, without pickle
         assert torch.equal(rob.student.net.conv.weight, student.net.conv.weight)
     finally:
-        _BUILDERS.pop("tiny-robustify-test", None)
+        MODELS.unregister("tiny-robustify-test")
 
 
 def test_missing_spec_weights_and_headless_model(tmp_path):

@@ -1,5 +1,8 @@
 """Command line: ``advimage demo | attack | bench | detect | robustify | experiment | analyze | models | attacks |
-quantizers``.
+quantizers | pipelines | defenses``.
+
+The listing commands (:data:`LISTINGS`), the ``experiment`` sub-commands and the names the options
+accept come from the registries (:mod:`advimage.registry`).
 
 Exit status: 0 when every input was read (whether or not each attack succeeded), 1 when some
 inputs could not be read (their rows say why; the others are done), 2 for bad options.
@@ -123,26 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_arguments(att)
     exp = sub.add_parser("experiment", help="reproduce a thesis table")
     exp_sub = exp.add_subparsers(dest="experiment", required=True)
-    from .experiments import (
-        app_a,
-        app_b,
-        jpeg_defense,
-        jpeg_table,
-        quantization_table,
-        scaling,
-        scaling_fig92,
-        squeezing,
-        stego_table,
-    )
-    quantization_table.add_parser(exp_sub)
-    app_a.add_parser(exp_sub)
-    app_b.add_parser(exp_sub)
-    squeezing.add_parser(exp_sub)
-    jpeg_table.add_parser(exp_sub)
-    jpeg_defense.add_parser(exp_sub)
-    scaling_fig92.add_parser(exp_sub)
-    scaling.add_parsers(exp_sub)
-    stego_table.add_parser(exp_sub)
+    from .experiments import EXPERIMENTS
+    for name in EXPERIMENTS.names():
+        EXPERIMENTS.get(name).add_parser(exp_sub)
     from .bench import cli as bench_cli
     bench_cli.add_parser(sub)
     from .detect import cli as detect_cli
@@ -151,11 +137,73 @@ def build_parser() -> argparse.ArgumentParser:
     analysis_cli.add_parser(sub)
     from .robustify import cli as robustify_cli
     robustify_cli.add_parser(sub)
-    sub.add_parser("models", help="list registered models")
-    sub.add_parser("attacks", help="list attacks (white/black box, budget unit)")
-    sub.add_parser("quantizers", help="list quantizers")
-    sub.add_parser("pipelines", help="list the deployed eval pipelines (--victims) and their sets")
+    for command, (text, _) in LISTINGS.items():
+        sub.add_parser(command, help=text)
     return parser
+
+
+# -- listings: each prints one registry (and what its resolver accepts beyond it) -----------------
+def _list_models() -> None:
+    from .models import MODELS
+
+    for n in MODELS.names():
+        print(f"{n:20s} {MODELS.description(n)}")
+    print("(also timm:<name> and torchvision:<name> with local weights; MODEL+DEFENSE[:ARG], see `advimage "
+          "defenses`; MODEL@weights.safetensors)")
+
+
+def _list_attacks() -> None:
+    from .attacks import ATTACKS
+
+    for n in ATTACKS.names():
+        s = ATTACKS.get(n)
+        ref = s.reference if len(s.reference) <= 110 else s.reference[:109] + "…"
+        print(f"{n:8s} {'black' if s.black_box else 'white'} box, --steps counts {s.budget:9s} {ref}")
+
+
+def _list_quantizers() -> None:
+    from .quantize import names as quantizer_names
+    from .quantize import spec as quantizer_spec
+    from .quantize.grammar import SYNTAX, rules
+
+    for n in quantizer_names():
+        qs = quantizer_spec(n)
+        alias = f" = {qs.canonical}" if qs.canonical != n else ""
+        print(f"{n:12s} {qs.suffix:5s} {qs.gradients:2d} grad  {qs.description}{alias}")
+    print(f"\nor a spec string {SYNTAX} (RULE: {', '.join(rules())}; +cost on smart, +walk on scaled, "
+          "+prune on both), e.g. smart+cost:hill+prune:1, lattice-int+margin:0.2")
+
+
+def _list_pipelines() -> None:
+    from .pipelines import SETS, SYNTAX, describe
+    from .pipelines import names as pipeline_names
+
+    for n in pipeline_names():
+        print(f"{n:24s} {describe(n)}")
+    print()
+    for name, members in SETS.items():
+        print(f"set {name:12s} {SETS.description(name)}: {', '.join(members)}")
+    print(f"\nor specs {SYNTAX}, comma-separated, e.g. --victims pil-bicubic,cv2-area,torch-bicubic-noaa+jpeg:85")
+    print("(--victim pil / float are pil-<f> / torch-<f> with the model's interpolation f; --downscaler NAME "
+          "attacks through one of these resizes; --ensemble AGG through the set downscalers)")
+
+
+def _list_defenses() -> None:
+    from .defenses import DEFENSES
+
+    for n in DEFENSES.names():
+        print(f"{n:14s} {DEFENSES.description(n)}")
+    print("(as MODEL+NAME or MODEL+NAME:ARG, ARG the defense's first option, e.g. efficientnet_lite0+jpeg:75)")
+
+
+#: listing command -> (help, printer)
+LISTINGS = {
+    "models": ("list registered models", _list_models),
+    "attacks": ("list attacks (white/black box, budget unit)", _list_attacks),
+    "quantizers": ("list quantizers", _list_quantizers),
+    "pipelines": ("list the deployed eval pipelines (--victims) and their sets", _list_pipelines),
+    "defenses": ("list the defenses a model spec can put in front of a model (MODEL+NAME[:ARG])", _list_defenses),
+}
 
 
 def setup_torch(args) -> None:
@@ -168,10 +216,10 @@ def setup_torch(args) -> None:
 
 
 def _validate(args) -> None:
-    from .attacks import names as attack_names
+    from .attacks import ATTACKS
 
-    if args.attack not in attack_names():
-        fail(f"unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
+    if args.attack not in ATTACKS:
+        fail(str(ATTACKS.unknown(args.attack)))
     if args.quality is not None and not 1 <= args.quality <= 100:
         fail("--quality must be in [1, 100]")
     if args.target is not None and not 0 <= args.target < 1000:
@@ -346,40 +394,8 @@ def _run(args, items, out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_torch(args)
-    if args.command == "models":
-        from .models import names
-        print("\n".join(names()) + "\n(also timm:<name> and torchvision:<name> with local weights)")
-        return 0
-    if args.command == "attacks":
-        from .attacks import names as attack_names
-        from .attacks import spec as attack_spec
-        for n in attack_names():
-            s = attack_spec(n)
-            ref = s.reference if len(s.reference) <= 110 else s.reference[:109] + "…"
-            print(f"{n:8s} {'black' if s.black_box else 'white'} box, --steps counts {s.budget:9s} {ref}")
-        return 0
-    if args.command == "quantizers":
-        from .quantize import names as quantizer_names
-        from .quantize import spec as quantizer_spec
-        from .quantize.grammar import RULES, SYNTAX
-        for n in quantizer_names():
-            qs = quantizer_spec(n)
-            alias = f" = {qs.canonical}" if qs.canonical != n else ""
-            print(f"{n:12s} {qs.suffix:5s} {qs.gradients:2d} grad  {qs.description}{alias}")
-        print(f"\nor a spec string {SYNTAX} (RULE: {', '.join(RULES)}; +cost on smart, +walk on scaled, "
-              "+prune on both), e.g. smart+cost:hill+prune:1, lattice-int+margin:0.2")
-        return 0
-    if args.command == "pipelines":
-        from .pipelines import SETS, SYNTAX, describe
-        from .pipelines import names as pipeline_names
-        for n in pipeline_names():
-            print(f"{n:24s} {describe(n)}")
-        print()
-        for name, members in SETS.items():
-            print(f"set {name:12s} {', '.join(members)}")
-        print(f"\nor specs {SYNTAX}, comma-separated, e.g. --victims pil-bicubic,cv2-area,torch-bicubic-noaa+jpeg:85")
-        print("(--victim pil / float are pil-<f> / torch-<f> with the model's interpolation f; --downscaler NAME "
-              "attacks through one of these resizes; --ensemble AGG through the set downscalers)")
+    if args.command in LISTINGS:
+        LISTINGS[args.command][1]()
         return 0
     if args.command == "experiment":
         from .data import DataError

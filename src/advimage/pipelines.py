@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from . import codec
 from .models.classifier import predict_classes
 from .models.fast import fast_classifier
+from .registry import Registry, UnknownNameError
 from .resize import DOWNSCALERS, PILLOW_FILTERS, center_crop_box, downscale, pillow_resize_crop, shorter_side_size
 
 #: the grammar of a spec string, in one line (``advimage pipelines`` prints it)
@@ -68,14 +69,6 @@ COMMON = ("pil-bilinear", "pil-bicubic", "pil-lanczos",
           "cv2-area", "cv2-linear", "cv2-cubic",
           "torch-bicubic+round", "pil-bicubic+bf16", "pil-bicubic+jpeg:90")
 
-#: named sets of pipelines (``--victims NAME``)
-SETS: dict[str, tuple[str, ...]] = {
-    "common": COMMON,
-    "resizes": tuple(p for p in COMMON if "+" not in p),
-    "pair": ("pil-bicubic", "torch-bicubic"),
-    "downscalers": DOWNSCALERS,
-}
-
 _JPEG = re.compile(r"jpeg:(\d+)")
 
 
@@ -83,11 +76,25 @@ class PipelineError(ValueError):
     """A pipeline spec or set that does not parse; the message says what is valid."""
 
 
+class UnknownPipelineError(UnknownNameError, PipelineError):
+    """An unknown resize (the head of a spec) or pipeline set."""
+
+
+#: every RESIZE of the grammar -> its :class:`Pipeline` (no modifier), described; registered below the class
+RESIZES: "Registry[Pipeline]" = Registry("resize", UnknownPipelineError)
+
+#: named sets of pipelines (``--victims NAME``) -> their canonical specs
+SETS: Registry[tuple[str, ...]] = Registry("pipeline set", UnknownPipelineError, label="valid sets")
+SETS.register("common", COMMON, "the deployed-pipeline matrix of issue 24: Pillow, torchvision with and without "
+              "antialias, OpenCV, clamp+round, bf16, JPEG q90 re-encode")
+SETS.register("resizes", tuple(p for p in COMMON if "+" not in p), "the resizes of common, without modifiers")
+SETS.register("pair", ("pil-bicubic", "torch-bicubic"), "Pillow's and torchvision's bicubic resize")
+SETS.register("downscalers", DOWNSCALERS, "the six downscalers of thesis §9.3 (--ensemble)")
+
+
 def resize_names() -> tuple[str, ...]:
-    """Every RESIZE of the grammar."""
-    return (tuple(f"pil-{f}" for f in PILLOW_FILTERS)
-            + tuple(f"torch-{f}{aa}" for f in TORCH_FILTERS for aa in ("", "-noaa"))
-            + tuple(f"cv2-{f}" for f in CV2_FILTERS) + DOWNSCALERS)
+    """Every RESIZE of the grammar, in :data:`RESIZES`'s order (Pillow, torchvision, OpenCV, §9.3)."""
+    return tuple(RESIZES)
 
 
 @dataclass(frozen=True)
@@ -164,13 +171,29 @@ class Pipeline:
         return Pipeline(self.resize)
 
 
+def _register_resizes() -> None:
+    for f in PILLOW_FILTERS:
+        RESIZES.register(f"pil-{f}", Pipeline(f"pil-{f}"), f"{f}: Pillow Image.resize on the PIL image (8-bit)")
+    for f in TORCH_FILTERS:
+        for aa, on in (("", "on"), ("-noaa", "off")):
+            RESIZES.register(f"torch-{f}{aa}", Pipeline(f"torch-{f}{aa}"),
+                             f"{f}: torchvision resize on the float tensor, antialias {on}")
+    for f in CV2_FILTERS:
+        RESIZES.register(f"cv2-{f}", Pipeline(f"cv2-{f}"), f"{f}: cv2.resize on the uint8 array")
+    for f in DOWNSCALERS:
+        RESIZES.register(f, Pipeline(f), f"{f}: thesis §9.3 downscaler on float pixels")
+
+
+_register_resizes()
+
+
 def parse(spec: str) -> Pipeline:
     """A spec string -> :class:`Pipeline`; raises :class:`PipelineError` naming what is valid."""
     if not isinstance(spec, str) or not spec:
         raise PipelineError(f"a pipeline spec is a non-empty string ({SYNTAX}), got {spec!r}")
     head, *mods = spec.split("+")
-    if head not in resize_names():
-        raise PipelineError(f"unknown resize {head!r} in pipeline {spec!r}; valid: {', '.join(resize_names())}")
+    if head not in RESIZES:
+        raise RESIZES.unknown(head, context=f" in pipeline {spec!r}")
     kw: dict[str, Any] = {}
     for m in mods:
         if m in kw.values() or (m == "round" and "round" in kw) or (m == "bf16" and "precision" in kw):
@@ -202,7 +225,7 @@ def resolve(victims: str | Sequence[str]) -> tuple[str, ...]:
     spec strings, in order, without repeats. Raises :class:`PipelineError`."""
     if isinstance(victims, str):
         if victims in SETS:
-            return SETS[victims]
+            return SETS.get(victims)
         items = [v.strip() for v in victims.split(",") if v.strip()]
     else:
         items = list(victims)
@@ -220,22 +243,18 @@ def resolve(victims: str | Sequence[str]) -> tuple[str, ...]:
 
 def names() -> list[str]:
     """The pipelines ``advimage pipelines`` lists: every resize, and the modified ones of the sets."""
-    seen = list(resize_names())
-    for members in SETS.values():
+    seen = list(RESIZES)
+    for _, members in SETS.items():
         seen += [m for m in members if m not in seen]
     return seen
 
 
 def describe(spec: str) -> str:
-    """One line on what a pipeline does."""
+    """One line on what a pipeline does: its resize's description, then its modifiers."""
     p = parse(spec)
-    lib = {"pil": "Pillow Image.resize on the PIL image (8-bit)",
-           "torch": f"torchvision resize on the float tensor, antialias {'on' if p.antialias else 'off'}",
-           "cv2": "cv2.resize on the uint8 array",
-           "thesis": "thesis §9.3 downscaler on float pixels"}[p.library]
     extra = (["clamp + round to uint8"] if p.round else []) + (["bf16 inference"] if p.precision == "bf16" else []) \
         + ([f"Pillow JPEG re-encode q{p.jpeg} first (4:2:0)"] if p.jpeg is not None else [])
-    return f"{p.filter}: {lib}" + "".join(f"; {e}" for e in extra)
+    return RESIZES.description(p.resize) + "".join(f"; {e}" for e in extra)
 
 
 def reencode(data: bytes, quality: int) -> bytes:

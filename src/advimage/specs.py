@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 
-from .models.registry import UnknownModelError, names
+from .models.registry import MODELS
 
 
 def parse(spec: str) -> tuple[str, list[tuple[str, str | None]]]:
@@ -47,9 +47,8 @@ def check(spec: str) -> None:
     model, weights = split_weights(model)
     if weights is not None and not Path(weights).is_file():
         raise WeightsError(f"{spec!r}: weight file not found: {weights}")
-    if model not in names() and ":" not in model:
-        raise UnknownModelError(f"unknown model {model!r}; registered models: {', '.join(names())} "
-                                "(or timm:<name> / torchvision:<name>, optionally +jpeg:QUALITY)")
+    if model not in MODELS and ":" not in model:
+        raise MODELS.unknown(model, hint=" (or timm:<name> / torchvision:<name>, optionally +jpeg:QUALITY)")
     for name, arg in defs:
         factory = get_defense(name)
         if arg is not None and hasattr(factory, "check_arg"):

@@ -2,7 +2,7 @@
 
 from . import bp, cw, ddn, fgsm, ifgsm, pgd  # noqa: F401  (register the attacks)
 from .base import AttackResult, BudgetExceeded, LossOracle
-from .registry import AttackSpec, UnknownAttackError, get, names, register, spec
+from .registry import ATTACKS, AttackSpec, UnknownAttackError, get, names, register, spec
 
 try:  # optional attacks living in their own modules
     from . import surfree  # noqa: F401
@@ -21,5 +21,5 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-__all__ = ["AttackResult", "BudgetExceeded", "LossOracle", "UnknownAttackError", "AttackSpec", "get", "names",
-           "register", "spec"]
+__all__ = ["ATTACKS", "AttackResult", "BudgetExceeded", "LossOracle", "UnknownAttackError", "AttackSpec", "get",
+           "names", "register", "spec"]

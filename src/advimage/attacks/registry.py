@@ -1,4 +1,4 @@
-"""Attack registry: ``register``, ``get``, ``spec``, ``names``.
+"""Attack registry: ``register``, ``get``, ``spec``, ``names`` over :data:`ATTACKS`.
 
 Every registered attack has the signature
 ``run(model, x, y, *, steps, targeted=False, **params) -> AttackResult`` (``y``: labels or a
@@ -14,6 +14,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..registry import Registry, UnknownNameError
 from .base import AttackResult
 
 BUDGET_UNITS = ("gradients", "queries", "forwards")
@@ -54,12 +55,12 @@ class AttackSpec:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(out.items())}
 
 
-_ATTACKS: dict[str, AttackSpec] = {}
+class UnknownAttackError(UnknownNameError):
+    """An attack name that is not registered."""
 
 
-class UnknownAttackError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+#: name -> :class:`AttackSpec`; the description is the spec's ``reference``
+ATTACKS: Registry[AttackSpec] = Registry("attack", UnknownAttackError)
 
 
 def _defaults(fn: Callable) -> dict[str, Any]:
@@ -79,22 +80,21 @@ def register(name: str, *, black_box: bool = False, budget: str = "gradients", r
         seeded = "seed" in inspect.signature(fn).parameters
         doc = (inspect.getmodule(fn).__doc__ or "").strip().split("\n\n")[0]
         first = " ".join(doc.split())  # the module docstring's first paragraph: what it implements
-        _ATTACKS[name] = AttackSpec(name, fn, black_box, budget, seeded, _defaults(fn),
-                                    reference or first, labels_only or black_box)
+        entry = AttackSpec(name, fn, black_box, budget, seeded, _defaults(fn), reference or first,
+                           labels_only or black_box)
+        ATTACKS.register(name, entry, entry.reference)
         return fn
     return deco
 
 
 def names() -> list[str]:
-    return sorted(_ATTACKS)
+    """Names of the registered attacks, sorted."""
+    return ATTACKS.names()
 
 
 def spec(name: str) -> AttackSpec:
-    """The registry entry of ``name``; unknown names raise with the valid ones."""
-    try:
-        return _ATTACKS[name]
-    except KeyError:
-        raise UnknownAttackError(f"unknown attack {name!r}; valid attacks: {', '.join(names())}") from None
+    """The registry entry of ``name``; unknown names raise :class:`UnknownAttackError` with the valid ones."""
+    return ATTACKS.get(name)
 
 
 def get(name: str) -> Attack:

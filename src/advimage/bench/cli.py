@@ -34,12 +34,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "scaled by default; black box: SurFree), verify on PNG-decoded pixels, store each batch "
                     "(resumable), and write OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
+    from ..attacks import ATTACKS
+
+    black_box = "/".join(n for n in ATTACKS.names() if ATTACKS.get(n).black_box)
     p.add_argument("images", nargs="+", help="image set: folder with labels.csv, ImageFolder tree, files")
     p.add_argument("--models", default="efficientnet_lite0", help="comma-separated model names (see `advimage models`)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--attacks", default=None,
                    help="comma-separated attacks, NAME or NAME:BUDGET (default: bp,surfree); "
-                        "surfree/hsj/cgba/cgba_h/ttba are black box (budget = queries)")
+                        f"{black_box} are black box (budget = queries)")
     g.add_argument("--compare-attacks", default=None, metavar="ATTACKS",
                    help="compare several attacks on each model (Fig. 6.1 style overlay), e.g. fgsm,ifgsm,pgd,bp,cw,ddn")
     p.add_argument("--steps", type=_positive, default=100, help="gradient budget per image of white-box attacks")

@@ -354,7 +354,7 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
     images: image files or folders (see :func:`advimage.data.discover`), or ImageItems.
     models, attacks: names (or comma-separated strings); an attack may carry its own budget as
         ``NAME:BUDGET``. White-box attacks get ``steps`` gradients per image, black-box ones
-        (:data:`BLACK_BOX_ATTACKS`) ``queries`` label queries.
+        (``black_box`` in their :data:`~advimage.attacks.ATTACKS` entry) ``queries`` label queries.
     df: degree of freedom of smart quantization (None: 1; refused where no quantizer takes it).
     limit: first N images. quantizer, quality: the quantizer of white-box outputs (``auto`` or any
         registered one: smart, jpeg, ...; see :func:`black_box_quantizer`) and its JPEG quality (None: 90).

@@ -11,9 +11,9 @@ is built (:func:`advimage.specs.check`). The feature-squeezing *detector* is
 from .feature_squeezing import FeatureSqueezingDetector
 from .jpeg import JpegCompression, JpegDefense  # registers "jpeg"
 from .random_resize import RandomDownscale, RandomResizeDefense  # registers "random-resize"
-from .registry import DefenseFactory, UnknownDefenseError, create, get, names, register
+from .registry import DEFENSES, DefenseFactory, UnknownDefenseError, create, get, names, register
 from .squeeze import BitDepth, BitDepthDefense, MedianDefense, MedianSmoothing, SqueezeDefense  # bits, median
 
-__all__ = ["BitDepth", "BitDepthDefense", "DefenseFactory", "FeatureSqueezingDetector", "JpegCompression",
+__all__ = ["DEFENSES", "BitDepth", "BitDepthDefense", "DefenseFactory", "FeatureSqueezingDetector", "JpegCompression",
            "JpegDefense", "MedianDefense", "MedianSmoothing", "RandomDownscale", "RandomResizeDefense",
            "SqueezeDefense", "UnknownDefenseError", "create", "get", "names", "register"]

@@ -140,8 +140,9 @@ class JpegDefense(WrappedClassifier):
         return self.reformer.quality
 
 
-@register("jpeg")
+@register("jpeg", "JPEG compression at quality Q, a reformer (MODEL+jpeg:Q, default 75; thesis §7.4.7), BPDA "
+          "identity gradient")
 def jpeg_defense(model: nn.Module, quality: int = 75, backward: str = "identity",
                  engine: str = "pillow") -> JpegDefense:
-    """Registry factory for :class:`JpegDefense`."""
+    """``MODEL+jpeg:Q``: JPEG compression at quality Q (a reformer, :class:`JpegDefense`), BPDA identity gradient."""
     return JpegDefense(model, quality=quality, backward=backward, engine=engine)

@@ -70,7 +70,8 @@ class RandomResizeDefense(WrappedClassifier):
         super().__init__(model, RandomDownscale(c.input_size, crop_pct or c.crop_pct, tuple(methods), intermediate))
 
 
-@register("random-resize")
+@register("random-resize", "a uniformly drawn §9.3 downscaler per image and inference (MODEL+random-resize[:PIXELS]: "
+          "first a random intermediate size up to PIXELS more; thesis §9.5)")
 def random_resize(model: nn.Module, intermediate: int = 0) -> RandomResizeDefense:
     """``MODEL+random-resize`` or ``MODEL+random-resize:32`` (a random intermediate size up to 32 px more)."""
     return RandomResizeDefense(model, intermediate=intermediate)

@@ -1,4 +1,5 @@
-"""The defense registry: ``register``, ``get``, ``names``, ``create`` (re-exported by :mod:`advimage.defenses`).
+"""The defense registry: ``register``, ``get``, ``names``, ``create`` over :data:`DEFENSES`
+(re-exported by :mod:`advimage.defenses`).
 
 The defenses' modules register themselves here; this module imports none of them, so they never
 import their package's ``__init__`` back.
@@ -10,34 +11,32 @@ from typing import Callable
 
 from torch import nn
 
+from ..registry import Registry, UnknownNameError
+
 DefenseFactory = Callable[..., nn.Module]
 
-_DEFENSES: dict[str, DefenseFactory] = {}
+
+class UnknownDefenseError(UnknownNameError):
+    """A defense name that is not registered."""
 
 
-class UnknownDefenseError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+#: name -> factory ``(model, **params) -> nn.Module``; described by the factory's docstring
+DEFENSES: Registry[DefenseFactory] = Registry("defense", UnknownDefenseError)
 
 
-def register(name: str) -> Callable[[DefenseFactory], DefenseFactory]:
-    def deco(factory: DefenseFactory) -> DefenseFactory:
-        _DEFENSES[name] = factory
-        return factory
-    return deco
+def register(name: str, description: str | None = None) -> Callable[[DefenseFactory], DefenseFactory]:
+    """Register a defense factory under ``name`` (decorator); ``description`` defaults to its docstring."""
+    return DEFENSES.decorator(name, description)
 
 
 def names() -> list[str]:
     """Names of the registered defenses."""
-    return sorted(_DEFENSES)
+    return DEFENSES.names()
 
 
 def get(name: str) -> DefenseFactory:
     """The factory ``(model, **params) -> nn.Module`` of a registered defense."""
-    try:
-        return _DEFENSES[name]
-    except KeyError:
-        raise UnknownDefenseError(f"unknown defense {name!r}; valid defenses: {', '.join(names())}") from None
+    return DEFENSES.get(name)
 
 
 def create(name: str, model: nn.Module, **params) -> nn.Module:

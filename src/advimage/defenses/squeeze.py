@@ -201,13 +201,13 @@ class MedianDefense(SqueezeDefense):
         super().__init__(model, MedianSmoothing(size, backward))
 
 
-@register("bits")
+@register("bits", "bit-depth reduction to B bits (MODEL+bits:B, 1..8; Xu et al. 2018), BPDA identity gradient")
 def bits_defense(model: nn.Module, bits: int = 3, backward: str = "identity") -> BitDepthDefense:
     """``MODEL+bits:B``: bit-depth reduction to B bits (1..8), BPDA identity gradient."""
     return BitDepthDefense(model, bits=check_bits(bits), backward=backward)
 
 
-@register("median")
+@register("median", "K×K median smoothing (MODEL+median:K, K >= 2; Xu et al. 2018), BPDA identity gradient")
 def median_defense(model: nn.Module, size: int = 2, backward: str = "identity") -> MedianDefense:
     """``MODEL+median:K``: K×K median smoothing (K >= 2), BPDA identity gradient."""
     return MedianDefense(model, size=check_window(size), backward=backward)

@@ -15,32 +15,45 @@ from __future__ import annotations
 from .features import KINDS as FEATURE_KINDS
 from .features import FeatureError, extract, extract_files
 from .linear import FldEnsembleDetector, RidgeDetector
+from .meta import DETECTORS, DetectorKind, UnknownDetectorError
 from .metrics import p_fool_both, p_fool_both_direct, plot_roc, roc_points, threshold_at_fpr, tpr_at_fpr
 from .pairs import Pair, PairSetError, read_pairs
 from .scoring import score_files
 from .store import DetectorLoadError, load
 
-DETECTORS = ("ridge", "fld", "srnet")
+
+def _ridge() -> type:
+    return RidgeDetector
 
 
-def names() -> tuple[str, ...]:
-    """Detector names (``advimage detect train --detector``)."""
-    return DETECTORS
+def _fld() -> type:
+    return FldEnsembleDetector
 
 
-def get(name: str):
-    """The detector class registered under ``name``; ValueError listing the valid names."""
-    if name == "ridge":
-        return RidgeDetector
-    if name == "fld":
-        return FldEnsembleDetector
-    if name == "srnet":
-        from .srnet import SRNetDetector
-        return SRNetDetector
-    raise ValueError(f"unknown detector {name!r}; valid detectors: {', '.join(DETECTORS)}")
+def _srnet() -> type:
+    from .srnet import SRNetDetector  # torch, only when asked for
+    return SRNetDetector
 
 
-__all__ = ["DETECTORS", "DetectorLoadError", "FEATURE_KINDS", "FeatureError", "FldEnsembleDetector", "Pair",
-           "PairSetError", "RidgeDetector", "extract", "extract_files", "get", "load", "names", "p_fool_both",
-           "p_fool_both_direct", "plot_roc", "read_pairs", "roc_points", "score_files", "threshold_at_fpr",
-           "tpr_at_fpr"]
+DETECTORS.register("ridge", DetectorKind("features", _ridge),
+                   "ridge regression (leave-one-out λ) on standardized rich-model features")
+DETECTORS.register("fld", DetectorKind("features", _fld),
+                   "Kodovský's ensemble of FLD base learners on rich-model features (sealwatch)")
+DETECTORS.register("srnet", DetectorKind("pixels", _srnet), "SRNet (Boroumand, Chen, Fridrich 2019) on pixels")
+
+
+def names() -> list[str]:
+    """Detector names (``advimage detect train --detector``), sorted."""
+    return DETECTORS.names()
+
+
+def get(name: str) -> type:
+    """The detector class registered under ``name``; :class:`UnknownDetectorError` (a ValueError)
+    listing the valid names."""
+    return DETECTORS.get(name).load_class()
+
+
+__all__ = ["DETECTORS", "DetectorKind", "DetectorLoadError", "FEATURE_KINDS", "FeatureError", "FldEnsembleDetector",
+           "Pair", "PairSetError", "RidgeDetector", "UnknownDetectorError", "extract", "extract_files", "get", "load",
+           "names", "p_fool_both", "p_fool_both_direct", "plot_roc", "read_pairs", "roc_points", "score_files",
+           "threshold_at_fpr", "tpr_at_fpr"]

@@ -18,8 +18,9 @@ from typing import NoReturn
 from ..cli_support import HelpFormatter
 from ..cli_types import positive_int as _positive
 from . import DETECTORS
+from .features import KINDS
 
-FEATURE_KINDS = ("srm", "scrmq1")
+FEATURE_KINDS = tuple(KINDS)
 CACHE_NAME = "features-cache"
 
 EXAMPLES = """examples:
@@ -65,7 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     _common(f, device=False)
     t = sub.add_parser("train", help="train a detector on the train split", formatter_class=HelpFormatter)
     t.add_argument("pairset", help="folder with pairs.csv")
-    t.add_argument("--detector", default="ridge", choices=DETECTORS, help="ridge / fld on features, srnet on pixels")
+    t.add_argument("--detector", default="ridge", choices=DETECTORS.names(),
+                   help="; ".join(f"{n}: {DETECTORS.description(n)}" for n in DETECTORS.names()))
     t.add_argument("--features", default=None, choices=FEATURE_KINDS,
                    help="feature kind of ridge and fld (default scrmq1); not for srnet")
     t.add_argument("--out", required=True, help="detector folder to write (detector.json + weights)")
@@ -146,13 +148,14 @@ def _train(args) -> int:
     from ..cli_support import check_out_dir
     from .store import annotate
 
-    if args.detector == "srnet" and args.features is not None:
-        _fail("--features applies to ridge and fld; srnet reads pixels")
+    on_pixels = DETECTORS.get(args.detector).inputs == "pixels"
+    if on_pixels and args.features is not None:
+        _fail(f"--features applies to detectors on features; {args.detector} reads pixels")
     out = check_out_dir(args.out)
     pairs = _pairs(args.pairset, "train")
     covers, advs = [p.cover for p in pairs], [p.adversarial for p in pairs]
     t0 = time.perf_counter()
-    if args.detector == "srnet":
+    if args.detector == "srnet":  # each detector's constructor takes its own settings
         from .srnet import SRNetDetector
 
         det = SRNetDetector(device=_device(args), epochs=args.epochs, seed=args.seed, progress=not args.quiet)

@@ -1,20 +1,42 @@
 """``detector.json``, the description every saved detector folder holds: type, feature kind,
-parameters, versions. The detectors (:mod:`.linear`, :mod:`.srnet`) write and read it here;
-:func:`advimage.detect.store.load`, above them, reads it to pick the detector to load."""
+parameters, versions, and the detector registry :data:`DETECTORS` (its types). The detectors
+(:mod:`.linear`, :mod:`.srnet`) write and read it here; :func:`advimage.detect.store.load`,
+above them, reads it to pick the detector to load. :mod:`advimage.detect` registers the types.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from ..registry import Registry, UnknownNameError
 
 META = "detector.json"
-TYPES = ("ridge", "fld", "srnet")
 
 
 class DetectorLoadError(ValueError):
     """A detector folder that cannot be loaded (missing, wrong type, damaged)."""
+
+
+class UnknownDetectorError(UnknownNameError, ValueError):
+    """A detector name that is not registered (a ValueError too, as it always was)."""
+
+
+@dataclass(frozen=True)
+class DetectorKind:
+    """A registered detector type. inputs: what it scores, ``features`` (rich-model features
+    (N, D)) or ``pixels`` (uint8 images (N, H, W, 3)); load_class: its class, imported on first
+    use (SRNet needs torch)."""
+
+    inputs: str
+    load_class: Callable[[], type]
+
+
+#: detector type (``detector.json``'s ``type``, ``advimage detect train --detector``) -> :class:`DetectorKind`
+DETECTORS: Registry[DetectorKind] = Registry("detector", UnknownDetectorError)
 
 
 def versions() -> dict[str, str]:
@@ -46,9 +68,9 @@ def read_meta(directory: str | Path, expected: str | None = None) -> dict[str, A
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DetectorLoadError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("type") not in TYPES:
+    if not isinstance(meta, dict) or meta.get("type") not in DETECTORS:
         found = meta.get("type") if isinstance(meta, dict) else meta
-        raise DetectorLoadError(f"{path}: unknown detector type {found!r}; valid types: {', '.join(TYPES)}")
+        raise DetectorLoadError(f"{path}: unknown detector type {found!r}; valid types: {', '.join(DETECTORS.names())}")
     if expected is not None and meta["type"] != expected:
         raise DetectorLoadError(f"{path}: a {meta['type']} detector, not {expected}")
     return meta

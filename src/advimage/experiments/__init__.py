@@ -1,11 +1,20 @@
-"""Experiments reproducing the thesis tables, one module per table; see :data:`EXPERIMENTS`."""
+"""Experiments reproducing the thesis tables, one module per table (``scaling``: three of Ch. 9).
 
-EXPERIMENTS = {
-    "quant-table": "advimage.experiments.quantization_table",
-    "jpeg-table": "advimage.experiments.jpeg_table",
-    "jpeg-defense": "advimage.experiments.jpeg_defense",
-    "app-a": "advimage.experiments.app_a",
-    "app-b": "advimage.experiments.app_b",
-    "squeezing": "advimage.experiments.squeezing",
-    "stego-table": "advimage.experiments.stego_table",
-}
+Each module registers its ``advimage experiment NAME`` sub-command in :data:`EXPERIMENTS`
+(:mod:`.registry`); importing this package imports them all, so the registry is complete.
+"""
+
+from . import (  # noqa: F401  (each registers its experiments)
+    app_a,
+    app_b,
+    jpeg_defense,
+    jpeg_table,
+    quantization_table,
+    scaling,
+    scaling_fig92,
+    squeezing,
+    stego_table,
+)
+from .registry import EXPERIMENTS, Experiment, UnknownExperimentError, experiment
+
+__all__ = ["EXPERIMENTS", "Experiment", "UnknownExperimentError", "experiment"]

@@ -34,6 +34,7 @@ import torch
 from .. import codec
 from ..data import discover
 from ..engine import Row, Settings, run_batch
+from .registry import experiment
 
 TARGETS = (30.0, 50.0)
 METHODS = {"smart": "spatial", "jpeg": "dct"}
@@ -166,14 +167,13 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
+@experiment("app-a", "App. A Tables 1-2: an image-quality regressor, spatial vs DCT quantization, after JPEG 90")
+def add_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
     """Add ``app-a`` to ``advimage experiment``'s subparsers."""
     from ..cli_types import df_value, positive_int
     from ..models.regressors import regressor_names
 
-    p = experiment_subparsers.add_parser("app-a", help="App. A Tables 1-2: an image-quality regressor, spatial vs "
-                                         "DCT quantization, after JPEG 90",
-                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = experiment_subparsers.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--regressor", default="brisque", choices=regressor_names(), help="regressor to fool")
     p.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="target scores s_a")

@@ -20,6 +20,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .registry import experiment
+
 COLUMNS = ("model", "distance", "eps", "iters", "epochs", "train_images", "n_images", "accuracy",
            "d_half_fit", "d_half_empirical", "r2", "d_half_ratio", "accuracy_change")
 
@@ -161,13 +163,12 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
+@experiment("app-b", "App. B: teacher vs robustified students (clean accuracy, white-box d½, curve over ε)")
+def add_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
     """Add ``app-b`` to ``advimage experiment``'s subparsers."""
     from ..cli_types import positive_int
 
-    p = experiment_subparsers.add_parser(
-        "app-b", help="App. B: teacher vs robustified students (clean accuracy, white-box d½, curve over ε)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = experiment_subparsers.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("images", nargs="*", help="held-out labelled images (folder with labels.csv, ...)")
     p.add_argument("--students", default="",
                    help="comma-separated run folders of `advimage robustify` (none: the teacher only)")

@@ -38,6 +38,7 @@ from ..images import read_image
 from ..models import load_model
 from .jpeg_table import jpeg_adversarials, load_batch
 from .options import experiment_parser
+from .registry import experiment
 
 
 class SpatialFilesError(DataError):
@@ -237,12 +238,13 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
+@experiment("jpeg-defense", "Table 7.2: JPEG compression as a defense against spatially and JPEG-quantized "
+            "adversarial images")
+def add_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
     """Add ``jpeg-defense`` to ``advimage experiment``'s subparsers; returns the parser."""
     from ..cli_types import quality_list as _qualities
 
-    p = experiment_parser(experiment_subparsers, "jpeg-defense", "Table 7.2: JPEG compression as a defense "
-                          "against spatially and JPEG-quantized adversarial images", out="runs/jpeg-defense", limit=24)
+    p = experiment_parser(experiment_subparsers, name, help, out="runs/jpeg-defense", limit=24)
     p.add_argument("--qualities", type=_qualities, default=(90, 75),
                    help="qualities of the JPEG adversarial images, comma-separated")
     p.add_argument("--defense-qualities", type=_qualities, default=(100, 90, 75, 60),

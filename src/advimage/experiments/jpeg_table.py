@@ -35,6 +35,7 @@ from ..images import ImageReadError, load_for_model
 from ..jpeg.io import decode, write_pixels
 from ..models import load_model
 from .options import experiment_parser
+from .registry import experiment
 
 KINDS = ("plain", "ours", "bpda")
 
@@ -290,12 +291,12 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
+@experiment("jpeg-table", "Table 7.1 JPEG columns: plain JPEG vs PGD2 BPDA vs BP + JPEG smart quantization")
+def add_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
     """Add ``jpeg-table`` to ``advimage experiment``'s subparsers; returns the parser."""
     from ..cli_types import quality_list as _qualities
 
-    p = experiment_parser(experiment_subparsers, "jpeg-table", "Table 7.1 JPEG columns: plain JPEG vs PGD2 BPDA "
-                          "vs BP + JPEG smart quantization", out="runs/jpeg-table", limit=24)
+    p = experiment_parser(experiment_subparsers, name, help, out="runs/jpeg-table", limit=24)
     p.add_argument("--qualities", type=_qualities, default=(90, 75), help="comma-separated, e.g. 90,75")
     p.add_argument("--n", type=int, default=10, help="lambda values tested by the JPEG quantizer: n + 1")
     p.add_argument("--baseline", default="pgd", help="attack run through the BPDA JPEG defense ('' to skip)")

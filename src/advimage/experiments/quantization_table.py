@@ -17,6 +17,7 @@ from pathlib import Path
 from ..data import check_labels, discover
 from ..engine import Row, Settings, run_batch
 from .options import experiment_parser
+from .registry import experiment
 
 KINDS = {"none": "float", "round": "round", "smart": "smart"}
 
@@ -93,10 +94,10 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
+@experiment("quant-table", "Table 7.1 first columns: floats vs PNG rounding vs PNG smart")
+def add_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
     """Add ``quant-table`` to ``advimage experiment``'s subparsers."""
-    p = experiment_parser(experiment_subparsers, "quant-table", "Table 7.1 first columns: floats vs PNG rounding "
-                          "vs PNG smart", out="runs/quant-table", limit=100, batch_size=16)
+    p = experiment_parser(experiment_subparsers, name, help, out="runs/quant-table", limit=100, batch_size=16)
     p.set_defaults(experiment_main=main)
     return p
 

@@ -39,6 +39,7 @@ from ..data import ImageItem, check_labels, discover
 from ..engine import Settings, run_batch
 from ..images import read_pil
 from ..resize import DOWNSCALERS
+from .registry import experiment
 
 BASE_SIZE = 600
 ENSEMBLES = ("ens-avg", "ens-worst", "ens-max")
@@ -540,26 +541,36 @@ def _common(p: argparse.ArgumentParser, limit: int) -> None:
                    help="quantizer of the PNG files (the floats are kept too)")
 
 
-def add_parsers(experiment_subparsers) -> None:
-    """``transfer-table``, ``ensemble-table`` and ``random-resize`` under ``advimage experiment``."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = experiment_subparsers.add_parser("transfer-table", formatter_class=fmt,
-                                         help="Table 9.2: attacks through each downscaler, evaluated through each")
+@experiment("transfer-table", "Table 9.2: attacks through each downscaler, evaluated through each")
+def add_transfer_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """Add ``transfer-table`` to ``advimage experiment``'s subparsers."""
+    p = experiment_subparsers.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help=help)
     _common(p, 100)
     p.set_defaults(experiment_main=_main_transfer)
-    p = experiment_subparsers.add_parser("ensemble-table", formatter_class=fmt,
-                                         help="Table 9.1: nearest, area and the six-downscaler ensembles (avg, worst)")
+    return p
+
+
+@experiment("ensemble-table", "Table 9.1: nearest, area and the six-downscaler ensembles (avg, worst)")
+def add_ensemble_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """Add ``ensemble-table`` to ``advimage experiment``'s subparsers."""
+    p = experiment_subparsers.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help=help)
     _common(p, 100)
     p.add_argument("--configs", default="nearest,area,ens-avg,ens-worst",
                    help="attack configs: downscaler names and ens-avg / ens-worst / ens-max")
     p.set_defaults(experiment_main=_main_ensemble)
-    p = experiment_subparsers.add_parser("random-resize", formatter_class=fmt,
-                                         help="§9.5: the random-resize defense against single and ensemble attacks")
+    return p
+
+
+@experiment("random-resize", "§9.5: the random-resize defense against single and ensemble attacks")
+def add_random_resize_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """Add ``random-resize`` to ``advimage experiment``'s subparsers."""
+    p = experiment_subparsers.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help=help)
     _common(p, 100)
     p.add_argument("--draws", type=int, default=5, help="random inferences per original for the drawn accuracy")
     p.add_argument("--configs", default=",".join(DOWNSCALERS + ("ens-avg", "ens-worst")),
                    help="attack configs to test against the defense")
     p.set_defaults(experiment_main=_main_random_resize)
+    return p
 
 
 def _prepare(args: argparse.Namespace) -> Path:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..data import check_labels, discover
+from .registry import experiment
 from .scaling import prepare_bases
 
 
@@ -171,11 +172,12 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
+@experiment("scaling-fig92", "Fig. 9.2: adversarial distortion against input size (Scenario A)")
+def add_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """Add ``scaling-fig92`` to ``advimage experiment``'s subparsers."""
     from ..cli_types import positive_int
 
-    p = experiment_subparsers.add_parser("scaling-fig92", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                         help="Fig. 9.2: adversarial distortion against input size (Scenario A)")
+    p = experiment_subparsers.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help=help)
     p.add_argument("images", nargs="+", help="image set (folder with labels.csv, ImageFolder, ...)")
     p.add_argument("--models", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
                    help="comma-separated models (any timm:/torchvision: model with local weights too)")

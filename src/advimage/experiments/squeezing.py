@@ -41,6 +41,7 @@ from ..models import load_model
 from ..specs import apply_defense
 from ..specs import parse as parse_spec
 from .options import experiment_parser
+from .registry import experiment
 
 DEFAULT_DEFENSES = ("bits:3", "median:2")
 # BP's stage 1 sized to cross within 5% of the budget (κ = 0.05, default 0.2): through a quantizing
@@ -338,11 +339,11 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_parser(experiment_subparsers) -> argparse.ArgumentParser:
+@experiment("squeezing", "§5.3: bit-depth and median squeezers as defenses (accuracy, BPDA adaptive attack) and "
+            "feature-squeezing detection of our files")
+def add_parser(experiment_subparsers, name: str, help: str) -> argparse.ArgumentParser:
     """Add ``squeezing`` to ``advimage experiment``'s subparsers."""
-    p = experiment_parser(experiment_subparsers, "squeezing", "§5.3: bit-depth and median squeezers as defenses "
-                          "(accuracy, BPDA adaptive attack) and feature-squeezing detection of our files",
-                          out="runs/squeezing", limit=30)
+    p = experiment_parser(experiment_subparsers, name, help, out="runs/squeezing", limit=30)
     p.add_argument("--defenses", default=",".join(DEFAULT_DEFENSES),
                    help="squeezers as defenses, comma-separated (bits:B, median:K)")
     p.add_argument("--fgsm-steps", type=int, default=30, help="FGSM's ε trials (the rounded FGSM files)")

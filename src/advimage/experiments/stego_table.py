@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .registry import experiment
 from .stego_pairs import Variant, classify, make_covers, make_variants
 
 THESIS_83 = {  # Table 8.3, vanilla EfficientNet-b0: (P_suc %, mean L2, SCRMQ1 TPR5 %, SRNet TPR5 %)
@@ -221,12 +222,14 @@ def _write(out: Path, summary: dict[str, Any], table: str | None) -> None:
         (out / "table.md").write_text(table)
 
 
-def add_parser(subparsers) -> None:
+@experiment("stego-table", "Tables 8.3-8.4: detectability of adversarial files per quantizer (steganalysis)")
+def add_parser(subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """Add ``stego-table`` to ``advimage experiment``'s subparsers."""
     from ..cli_types import positive_int, positive_int_or_auto
+    from ..detect import DETECTORS, FEATURE_KINDS
     from .options import experiment_parser
 
-    p = experiment_parser(subparsers, "stego-table", "Tables 8.3-8.4: detectability of adversarial files per "
-                          "quantizer (steganalysis)", out="runs/stego", limit=400, batch_size=16, steps=100)
+    p = experiment_parser(subparsers, name, help, out="runs/stego", limit=400, batch_size=16, steps=100)
     p.add_argument("--size", type=positive_int, default=128, help="crop side in pixels (the model sees it as is)")
     p.add_argument("--train-crops", type=positive_int, default=4, help="crops per training photo")
     p.add_argument("--test-crops", type=positive_int, default=4, help="crops per test photo")
@@ -242,10 +245,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dfs", nargs="+", type=int, default=[1, 3], help="df in advimage's convention "
                    "(Ch. 8's d_f = df + 1)")
     p.add_argument("--gina-train", type=int, default=600, help="training crops for Table 8.4 (0: skip)")
-    p.add_argument("--features", nargs="+", default=["scrmq1"], choices=["scrmq1", "srm"],
+    p.add_argument("--features", nargs="+", default=["scrmq1"], choices=list(FEATURE_KINDS),
                    help="steganalysis features")
-    p.add_argument("--detectors", nargs="+", default=["ridge", "fld"], choices=["ridge", "fld"],
-                   help="classifiers trained on the features")
+    p.add_argument("--detectors", nargs="+", default=["ridge", "fld"],
+                   choices=[n for n in DETECTORS.names() if DETECTORS.get(n).inputs == "features"],
+                   help="classifiers trained on the features (SRNet: --srnet-epochs)")
     p.add_argument("--fld-L", type=positive_int_or_auto, default="automatic", help="FLD ensemble: base learners")
     p.add_argument("--fld-dsub", type=positive_int_or_auto, default="automatic",
                    help="FLD ensemble: subspace dimension")
@@ -253,6 +257,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--processes", type=positive_int, default=2, help="feature-extraction processes")
     p.add_argument("--stage", choices=["pairs", "all"], default="all", help="stop after making the pairs")
     p.set_defaults(experiment_main=main)
+    return p
 
 
 def main(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from . import efficientnet_lite  # noqa: F401  (registers efficientnet_lite0/1/2)
 from .classifier import ModelConfig, PixelClassifier
-from .registry import UnknownModelError, get, names, register
+from .registry import MODELS, UnknownModelError, get, names, register
 from .weights import WeightsError, load_state_dict
 
 
@@ -15,5 +15,5 @@ def load_model(name: str = "efficientnet_lite0", device: str | None = None, **kw
     return model.to(dev).eval()
 
 
-__all__ = ["ModelConfig", "PixelClassifier", "UnknownModelError", "WeightsError", "get", "load_model",
+__all__ = ["MODELS", "ModelConfig", "PixelClassifier", "UnknownModelError", "WeightsError", "get", "load_model",
            "load_state_dict", "names", "register"]

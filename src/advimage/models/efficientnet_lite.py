@@ -72,4 +72,5 @@ def efficientnet_lite(variant: int, weights: str | None = None) -> PixelClassifi
 
 
 for _v in _PACKAGES:
-    register(f"efficientnet_lite{_v}")(lambda weights=None, _v=_v: efficientnet_lite(_v, weights))
+    register(f"efficientnet_lite{_v}", f"EfficientNet-Lite{_v} (timm tf_efficientnet_lite{_v}, packaged ImageNet "
+             "weights)")(lambda weights=None, _v=_v: efficientnet_lite(_v, weights))

@@ -21,6 +21,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ..registry import Registry, UnknownNameError
+
 
 @dataclass
 class QuantizedImages:
@@ -134,12 +136,12 @@ class QuantizerSpec:
         return out
 
 
-_QUANTIZERS: dict[str, QuantizerSpec] = {}
+class UnknownQuantizerError(UnknownNameError):
+    """A quantizer name (or spec string, :mod:`.grammar`) that does not resolve."""
 
 
-class UnknownQuantizerError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+#: the registered quantizers (the rules of :mod:`.grammar`), in registration order
+QUANTIZERS: Registry[QuantizerSpec] = Registry("quantizer", UnknownQuantizerError)
 
 
 def options_of(fn: QuantizerFn) -> frozenset[str]:
@@ -156,7 +158,8 @@ def register(name: str, *, suffix: str, gradients: int, description: str,
     """Register a quantizer function under ``name`` (decorator). Its keyword-only parameters, among
     :data:`OPTIONS`, are the options it takes; ``forwards``: see :class:`QuantizerSpec`."""
     def deco(fn: QuantizerFn) -> QuantizerFn:
-        _QUANTIZERS[name] = QuantizerSpec(name, fn, suffix, gradients, description, options_of(fn), forwards)
+        QUANTIZERS.register(name, QuantizerSpec(name, fn, suffix, gradients, description, options_of(fn), forwards),
+                            description)
         return fn
     return deco
 
@@ -164,7 +167,7 @@ def register(name: str, *, suffix: str, gradients: int, description: str,
 def registered() -> dict[str, QuantizerSpec]:
     """The registered quantizers (the rules); :func:`advimage.quantize.spec` also resolves the
     aliases and spec strings of :mod:`.grammar`."""
-    return dict(_QUANTIZERS)
+    return QUANTIZERS.entries()
 
 
 def critical_lambda(loss: Tensor, u: Tensor, g: Tensor, cost: Tensor | None = None) -> Tensor:

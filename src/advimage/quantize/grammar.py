@@ -34,12 +34,14 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..criteria import Criterion
-from .base import QuantizedImages, QuantizerSpec, UnknownQuantizerError, options_of, registered
+from .base import QUANTIZERS, QuantizedImages, QuantizerSpec, UnknownQuantizerError, options_of, registered
 
 #: the grammar of a spec string, in one line (``advimage quantizers`` prints it)
 SYNTAX = "RULE[+cost:hill|mipod][+rival:fixed][+walk:irls|prox|int:STEPS ...][+prune:ROUNDS][+margin:KAPPA]"
 
-#: the rules, each a registered base quantizer (:mod:`.spatial`, :mod:`.scaled`, :mod:`.jpeg`, :mod:`.stego`)
+#: the built-in rules, each a base quantizer registered in :data:`~.base.QUANTIZERS` by :mod:`.spatial`,
+#: :mod:`.scaled`, :mod:`.jpeg`, :mod:`.stego` (in the order listings show them); any other registered
+#: quantizer is a rule too (it takes ``+margin``)
 RULES = ("round", "none", "smart", "scaled", "jpeg", "jpeg-pixels", "gina")
 COSTS = ("hill", "mipod")
 #: ``+rival:`` values: the class of eq. 8.10 held fixed (the default, the best other class, has no modifier)
@@ -110,8 +112,8 @@ def parse(spec: str) -> Recipe:
     if head in ALIASES:  # an alias, maybe with more modifiers (``lattice-int+margin:0.1``)
         return parse(ALIASES[head][0] + (f"+{rest}" if rest else ""))
     rule, *mods = spec.split("+")
-    if rule not in RULES:
-        raise QuantizerSpecError(f"unknown quantizer {spec!r}; valid quantizers: {', '.join((*RULES, *ALIASES))}, "
+    if rule not in QUANTIZERS:
+        raise QuantizerSpecError(f"unknown quantizer {spec!r}; valid quantizers: {', '.join(names())}, "
                                  f"or a spec string {SYNTAX}")
     cost, walks, prune, margin, rival = None, [], 0, None, None
     for mod in mods:
@@ -231,10 +233,14 @@ def _signature_of(fn):
 _BUILT: dict[str, QuantizerSpec] = {}
 
 
+def rules() -> list[str]:
+    """The registered quantizers: the built-in :data:`RULES` in their order, then any other."""
+    return [r for r in RULES if r in QUANTIZERS] + [n for n in QUANTIZERS if n not in RULES]
+
+
 def names() -> list[str]:
-    """The registered rules and the aliases (any spec string of the grammar is valid too)."""
-    rules = registered()
-    return list(rules) + [a for a in ALIASES if a not in rules]
+    """The registered rules (:func:`rules`) and the aliases (any spec string of the grammar is valid too)."""
+    return rules() + [a for a in ALIASES if a not in QUANTIZERS]
 
 
 def spec(name: str) -> QuantizerSpec:

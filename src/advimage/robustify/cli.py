@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli_support import check_device, check_out_dir
     from ..data import DataError, discover
     from ..models import UnknownModelError, WeightsError, load_model
-    from ..models.registry import names as model_names
+    from ..models.registry import MODELS
     from .train import RobustifyError, Settings, data_fingerprint, load_images, read_run_info, train
 
     if args.threads:
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         _refuse("--skip must be >= 0")
     if "+" in args.model or "@" in args.model:
         _refuse(f"{args.model!r}: give a plain model name (defenses cannot be trained; weights go in --weights)")
-    if args.model not in model_names() and ":" not in args.model:
-        _refuse(f"unknown model {args.model!r}; registered models: {', '.join(model_names())}")
+    if args.model not in MODELS and ":" not in args.model:
+        _refuse(str(MODELS.unknown(args.model)))
     device = check_device(args.device)
     out = check_out_dir(args.out)
     if args.resume:
