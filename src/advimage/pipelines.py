@@ -227,6 +227,8 @@ def resolve(victims: str | Sequence[str]) -> tuple[str, ...]:
         if victims in SETS:
             return SETS.get(victims)
         items = [v.strip() for v in victims.split(",") if v.strip()]
+        if len(items) == 1 and "+" not in items[0] and items[0] not in RESIZES:  # neither a set nor a resize
+            raise RESIZES.unknown(items[0], hint=f"; or a set: {', '.join(SETS)}")
     else:
         items = list(victims)
     if not items:
