@@ -50,6 +50,7 @@ def register_tiny(delay: float = 0.0) -> None:
 
     @models.register(TINY)
     def _tiny() -> PixelClassifier:
+        """Test model: two small convolutions, 5 classes, 32 px (the benchmark tests)."""
         BUILDS["n"] += 1
         return PixelClassifier(_Net(delay), ModelConfig(name=TINY, **cfg), [f"class{i}" for i in range(5)])
 

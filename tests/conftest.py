@@ -112,6 +112,7 @@ class _NormalizedLinear(nn.Module):
 
 
 def build_tiny_classifier(**_):
+    """Test model: a normalized linear layer, 10 classes, 32 px (the CLI tests)."""
     from advimage.models import ModelConfig, PixelClassifier
 
     config = ModelConfig(name="tiny-test", input_size=32, crop_pct=1.0, interpolation="bilinear",

@@ -50,6 +50,7 @@ class TinyNet(nn.Module):
 
 @models.register("tiny-jpeg-test")
 def tiny_jpeg_test(**_) -> PixelClassifier:
+    """Test model: one convolution, 10 classes (the JPEG experiment tests)."""
     config = ModelConfig(name="tiny-jpeg-test", input_size=SIZE, crop_pct=1.0, mean=(0.5,) * 3, std=(0.5,) * 3,
                          num_classes=10)
     return PixelClassifier(TinyNet(), config)

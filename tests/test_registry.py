@@ -4,6 +4,8 @@ The generic class is tested on its own; then ONE parametrized test runs over eve
 name of every kind, collected from the registries themselves (a newly registered name is tested
 without touching this file): it resolves through its kind's public lookup, has a description,
 and the CLI lists it. Per kind, an unknown name raises the kind's error naming the valid ones.
+Names are collected when this module is imported, so test models that other test modules
+register at import (``tiny_bench_net``, ``tiny-jpeg-test``) are checked too in a full run.
 """
 
 from __future__ import annotations
@@ -227,6 +229,8 @@ def test_every_kind_has_names():
 @pytest.mark.parametrize("kind,name", REGISTERED)
 def test_every_registered_name_resolves_is_described_and_listed(kind, name):
     k = KINDS[kind]
+    if name not in k.public_names():  # registered while tests were collected, since unregistered by a test
+        pytest.skip(f"{kind} {name!r} is no longer registered")
     k.lookup(name)
     assert k.description(name).strip(), f"{kind} {name!r} has no description"
     assert listed(name, cli_output(*k.listing)), f"{kind} {name!r} is not in `advimage {' '.join(k.listing)}`"
