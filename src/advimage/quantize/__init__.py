@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .base import QuantizedImages, QuantizerSpec, UnknownQuantizerError, critical_lambda, register
+from .base import QUANTIZERS, QuantizedImages, QuantizerSpec, UnknownQuantizerError, critical_lambda, register
 from .spatial import admissible_bounds, lambda_c, quantize_at, quantize_spatial, round_pixels
 from .jpeg import quantize_jpeg  # noqa: E402  (registers "jpeg" after the spatial ones)
 from .stego import quantize_gina  # noqa: E402,F401  (registers "gina")
@@ -44,6 +44,6 @@ def run(name: str, model: nn.Module, x0: Tensor, x_adv: Tensor, y, **options) ->
     return spec(name).run(model, x0, x_adv, y, **options)
 
 
-__all__ = ["ALIASES", "AUTO", "RULES", "Recipe", "parse", "QuantizedImages", "QuantizerSpec", "UnknownQuantizerError", "admissible_bounds", "critical_lambda", "default_quantizer",
+__all__ = ["ALIASES", "AUTO", "QUANTIZERS", "RULES", "Recipe", "parse", "QuantizedImages", "QuantizerSpec", "UnknownQuantizerError", "admissible_bounds", "critical_lambda", "default_quantizer",
            "lambda_c", "names", "quantize_at", "quantize_jpeg", "quantize_lattice", "quantize_scaled", "quantize_spatial", "register", "round_pixels", "run",
            "spec"]
