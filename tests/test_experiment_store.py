@@ -67,3 +67,14 @@ def test_quant_table_exports_are_the_stored_rows(tmp_path, tiny_registered):
     assert [(r["image"], r["quantizer"], r["distortion"]) for r in rows] == \
         [(e["key"], e["quantizer"], e["distortion"]) for e in exported]
     assert {r["model"] for r in rows} == {tiny_registered} and s["images"] == 2
+
+
+def test_a_rerun_reads_back_in_its_own_order(tmp_path):
+    with ExperimentRun(tmp_path, {"k": 1}, _columns) as run:
+        run.commit([{"image": i, "q": "x"} for i in "abc"])
+    with ExperimentRun(tmp_path, {"k": 1}, _columns) as run:  # e.g. another batch size: another order
+        run.commit([{"image": "c", "q": "x"}, {"image": "d", "q": "x"}])
+        run.commit([{"image": "a", "q": "x"}])
+        assert [r["image"] for r in run.records()] == ["c", "d", "a"]
+    with ResultStore(tmp_path) as store:
+        assert sorted(r["image"] for r in store.rows()) == ["a", "b", "c", "d"]

@@ -198,6 +198,22 @@ class ResultStore:
             written = self._conn.total_changes - before
         return written
 
+    def put_batch(self, rows: Iterable[Mapping[str, Any]], *, settings: Mapping[str, Any]) -> int:
+        """Commit a batch atomically, replacing the rows of the same key, which move to this commit's
+        place in the commit order (so a rerun's rows read back in its own order); returns rows written."""
+        h = settings_hash(settings)
+        now = time.time()
+        values = [self._row_values(r, h, now) for r in rows]
+        names = list(COLUMNS)
+        at = [names.index(k) for k in KEY]
+        with self._transaction():
+            self._conn.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (h, _canonical(settings)))
+            self._conn.executemany(f"DELETE FROM results WHERE {' AND '.join(f'{k} = ?' for k in KEY)}",
+                                   [tuple(v[i] for i in at) for v in values])
+            self._conn.executemany(f"INSERT INTO results ({', '.join(names)}) "
+                                   f"VALUES ({', '.join('?' * len(names))})", values)
+        return len(values)
+
     def _row_values(self, row: Mapping[str, Any], h: str, now: float) -> tuple[Any, ...]:
         unknown = set(row) - set(COLUMNS)
         if unknown:

@@ -46,8 +46,9 @@ class ExperimentRun:
         self.store.close()
 
     def commit(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Commit a batch of records atomically (rows of the same key, e.g. of an earlier run, replaced;
-        two records of one run with the same key are refused: one would hide the other)."""
+        """Commit a batch of records atomically (rows of the same key, e.g. of an earlier run, replaced
+        and read back in this run's order; two records of one run with the same key are refused: one
+        would hide the other)."""
         # the record as JSON in its own key order (the store would sort a dict's keys), so that
         # exports read back from the store are the files written before it
         rows = [dict(self.columns(r), extra=json.dumps(r)) for r in records]
@@ -56,7 +57,7 @@ class ExperimentRun:
         if again:
             raise ValueError(f"two rows of this run with the same key (model, attack, quantizer, image) {again[0]}: "
                              "image names must be unique in a set")
-        self.store.add_batch(rows, settings=self.settings, replace=True)
+        self.store.put_batch(rows, settings=self.settings)
         self._keys.update(keys)
 
     def records(self) -> list[dict[str, Any]]:
