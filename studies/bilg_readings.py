@@ -8,12 +8,14 @@ Writes studies/out/bilg_readings.json and prints a table.
 import argparse
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from advimage.codec import decode
+from advimage.experiments.scaling import load_rows
 from advimage.models import load_model
 from advimage.resize import _filter_axis, downscale, kernel_size
 
@@ -22,7 +24,7 @@ p.add_argument("--run", default="runs/scaling-lite0")
 p.add_argument("--model", default="efficientnet_lite0")
 args = p.parse_args()
 out = Path(args.run)
-rows = [json.loads(line) for line in open(out / "attacks/bilinear/rows.jsonl")]
+rows = [asdict(r) for r in load_rows(out, "bilinear")]  # the run's store (or an older rows.jsonl)
 model = load_model(args.model, device="cpu")
 size = model.config.input_size
 print("| downscaler | clean accuracy (%) |\n|---|--:|")

@@ -1,7 +1,8 @@
 """Ensemble files of two quantizers on the same images: how many fool all six members, and at what
 distortion (Table 9.1 setup, issue 9 bar "≥ 98% of PNG files fool all 6 members").
 
-Reads the ``attacks/<config>/rows.jsonl`` of two scaling-experiment folders (read only) and compares
+Reads the stored rows of a config (``load_rows``: the folder's ``results.sqlite``, or the
+``attacks/<config>/rows.jsonl`` of an older folder) of two scaling-experiment folders and compares
 the images present in both.
 
 Usage: python studies/compare_ensemble_files.py RUN_A RUN_B [--config ens-worst]
@@ -14,16 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import asdict
 from pathlib import Path
+
+from advimage.experiments.scaling import load_rows
 
 
 def rows(run: Path, config: str) -> dict[str, dict]:
     out = {}
-    for line in (run / "attacks" / config / "rows.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if r["status"] not in ("misclassified", "error"):
-                out[r["image"]] = r
+    for row in load_rows(run, config):
+        r = asdict(row)
+        if r["status"] not in ("misclassified", "error"):
+            out[r["image"]] = r
     return out
 
 

@@ -3,12 +3,11 @@ scaling run (issue 9: the files must fool all six members).
 
 Usage: python studies/rerun_ensemble_failures.py IMAGES --from runs/scaling-lite0 \
            --out runs/scaling-lite0-scaled [--quantize scaled] [--config ens-worst] [--limit 60] [--steps 50]
-Appends rows to OUT/attacks/<config>/rows.jsonl (images already there are skipped); compare the two
+Adds rows to OUT's store (results.sqlite; images already there are skipped); compare the two
 folders with studies/compare_ensemble_files.py.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from advimage.data import discover
@@ -26,9 +25,8 @@ p.add_argument("--steps", type=int, default=50)
 p.add_argument("--model", default="efficientnet_lite0")
 args = p.parse_args()
 src, out = Path(args.source), Path(args.out)
-old = [json.loads(line) for line in (src / "attacks" / args.config / "rows.jsonl").read_text().splitlines() if line]
-failed = {r["image"] for r in old
-          if r["status"] not in ("misclassified", "error") and not all(r["file_fooled"].values())}
+old = load_rows(src, args.config)
+failed = {r.image for r in old if r.status not in ("misclassified", "error") and not all(r.file_fooled.values())}
 done = {r.image for r in load_rows(out, args.config)}
 bases = [b for b in prepare_bases(discover([args.images])[:args.limit], out / "bases")
          if b.path.name in failed and b.path.name not in done]

@@ -297,3 +297,99 @@ def test_random_resize_expectations_over_a_pool():
     assert expected_success_vs_random_resize(rows) == pytest.approx(100 * (0.5 + 0) / 2)
     assert expected_success_vs_random_resize(rows, pool=("nearest", "area")) == pytest.approx(100 * (0.5 + 0) / 2)
     assert expected_success_vs_random_resize(rows, pool=("nearest",)) == pytest.approx(50.0)
+
+
+# -- the store: resume after an interruption, refusal of other settings, outputs unchanged -----------
+def _three_images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(folder / f"im{i}.png")
+    return folder
+
+
+class _Killed(Exception):
+    pass
+
+
+def _same(a, b) -> bool:
+    """Two row lists equal but for the wall time."""
+    from dataclasses import asdict
+
+    return [dict(asdict(r), seconds=0) for r in a] == [dict(asdict(r), seconds=0) for r in b]
+
+
+def test_scaling_resumes_from_the_store_after_an_interruption(tmp_path, tiny_registered, monkeypatch):
+    from advimage.bench.store import ResultStore
+    from advimage.cli import main
+    from advimage.experiments import scaling
+
+    folder = _three_images(tmp_path)
+    kw = dict(model_name=tiny_registered, steps=6, limit=3, batch_size=1, base_size=64, progress=False)
+    full = scaling.run_configs([str(folder)], tmp_path / "full", ["nearest"], **kw)["nearest"]
+    assert len(full) == 3 and len({r.image for r in full}) == 3
+
+    real, attacked, dying = scaling.run_batch, [], [True]
+
+    def interrupted(model, batch, *args, **kwargs):
+        attacked.extend(it.path.name for it in batch)
+        if dying[0] and len(attacked) == 2:
+            raise _Killed  # the process dies during the second batch
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(scaling, "run_batch", interrupted)
+    cut = tmp_path / "cut"
+    with pytest.raises(_Killed):
+        scaling.run_configs([str(folder)], cut, ["nearest"], **kw)
+    with ResultStore(cut) as store:
+        assert len(store) == 1  # the first batch was committed, the second lost
+    attacked.clear()
+    dying[0] = False
+    resumed = scaling.run_configs([str(folder)], cut, ["nearest"], **kw)["nearest"]
+    assert sorted(attacked) == sorted(r.image for r in full[1:])  # only what the store lacked
+    assert _same(resumed, full)
+    scaling.ensemble_table({"nearest": full}, tmp_path / "full", tiny_registered)
+    scaling.ensemble_table({"nearest": resumed}, cut, tiny_registered)
+    for name in ("table91.md", "table91.csv", "table91.json"):
+        assert (cut / name).read_text() == (tmp_path / "full" / name).read_text(), name
+
+    # a store made with other settings is refused, --resume or not, before anything is attacked
+    attacked.clear()
+    common = [str(folder), "--model", tiny_registered, "--limit", "3", "--out", str(cut), "--quiet",
+              "--base-size", "64", "--configs", "nearest", "--resume"]
+    with pytest.raises(SystemExit, match="steps 6 .*asked: steps 7"):
+        main(["experiment", "ensemble-table", *common, "--steps", "7"])
+    with pytest.raises(SystemExit, match="seed 0 .*asked: seed 1"):
+        main(["experiment", "ensemble-table", *common, "--steps", "6", "--seed", "1"])
+    with pytest.raises(scaling.SettingsMismatch, match="base_size"):
+        scaling.run_configs([str(folder)], cut, ["nearest"], **dict(kw, base_size=48))
+    assert attacked == []
+    with pytest.raises(SystemExit, match="--resume"):
+        main(["experiment", "ensemble-table", *common[:-1], "--steps", "6"])
+
+
+def test_scaling_imports_the_rows_of_an_earlier_version(tmp_path, tiny_registered, monkeypatch):
+    """A folder of the JSONL version (rows.jsonl, flat settings.json) resumes from its rows."""
+    import json
+    import shutil
+    from dataclasses import asdict
+
+    from advimage.bench.store import DB_NAME
+    from advimage.experiments import scaling
+
+    folder = _three_images(tmp_path)
+    kw = dict(model_name=tiny_registered, steps=6, limit=3, batch_size=2, base_size=64, progress=False)
+    out = tmp_path / "run"
+    full = scaling.run_configs([str(folder)], out, ["nearest"], **kw)["nearest"]
+    old = tmp_path / "old"
+    shutil.copytree(out / "bases", old / "bases")
+    (old / "attacks" / "nearest").mkdir(parents=True)
+    (old / "attacks" / "nearest" / "rows.jsonl").write_text("".join(json.dumps(asdict(r)) + "\n" for r in full)
+                                                            + '{"image": "cut')  # an interrupted line
+    (old / "settings.json").write_text(json.dumps({"model": tiny_registered, "steps": 6, "seed": 0,
+                                                   "base_size": 64, "quantizer": "smart"}))
+    assert _same(scaling.load_rows(old, "nearest"), full)
+    monkeypatch.setattr(scaling, "run_batch", lambda *a, **k: pytest.fail("attacked again"))
+    again = scaling.run_configs([str(folder)], old, ["nearest"], **kw)["nearest"]
+    assert (old / DB_NAME).is_file() and _same(again, full) and _same(scaling.load_rows(old, "nearest"), full)

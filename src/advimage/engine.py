@@ -652,7 +652,7 @@ def _logits(model, x: Tensor, batch_size: int = 32) -> Tensor:
 def _verify_score(row: Row, model, x0_u8: Tensor, crit) -> None:
     """A regressor's file: decode the row's bytes (Pillow), score them, fill the row."""
     assert row.data is not None
-    x_file = codec.decode(row.data, row.suffix).float()
+    x_file = codec.decode_file(row.data, row.suffix).pixels.float()
     if tuple(x_file.shape) != tuple(x0_u8.shape):
         raise RuntimeError(f"{row.file}: the file decodes to {tuple(x_file.shape)}, not {tuple(x0_u8.shape)}")
     row.distortion = _num(distortion(x_file[None], x0_u8[None].float())[0])
@@ -666,15 +666,16 @@ def _verify_score(row: Row, model, x0_u8: Tensor, crit) -> None:
 
 @torch.no_grad()
 def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
-    """Decode the row's bytes, classify them through every verification path, fill the row."""
+    """Decode the row's bytes (once), classify them through every verification path, fill the row."""
     assert row.data is not None
-    x_file = codec.decode(row.data, row.suffix).float()
+    file = codec.decode_file(row.data, row.suffix)
+    x_file = file.pixels.float()
     if tuple(x_file.shape) != tuple(x0_u8.shape):
         raise RuntimeError(f"{row.file}: the file decodes to {tuple(x_file.shape)}, not {tuple(x0_u8.shape)}")
     row.distortion = _num(distortion(x_file[None], x0_u8[None].float())[0])
     row.psnr = _num(psnr(x_file[None], x0_u8[None].float())[0])
     config = settings.model_config(model.config)
-    inputs = verify.model_inputs(row.data, row.suffix, config, verification_paths(settings))
+    inputs = verify.model_inputs(file, config, verification_paths(settings))
     paths: dict[str, bool | None] = {}
     pred_main = None
     for p, xin in inputs.items():

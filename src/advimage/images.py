@@ -1,16 +1,15 @@
-"""Reading and writing real images: any Pillow format -> uint8 (3, H, W) tensor, PNG out.
+"""Real images as tensors: any Pillow format -> uint8 (3, H, W), PNG out, timm's eval resize.
 
-Reading converts grayscale, palette, RGBA/LA (alpha dropped, as timm/torchvision loaders do),
+Decoding and encoding are :mod:`advimage.codec`'s (one decoder for originals and written files):
+reading converts grayscale, palette, RGBA/LA (alpha dropped, as timm/torchvision loaders do),
 CMYK and 16-bit images to 8-bit RGB. Truncated or non-image files and decompression bombs
-raise :class:`ImageReadError` with the path and the reason.
+raise :class:`ImageReadError` (defined in the codec) with the path and the reason.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,46 +17,23 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from . import codec
+from .codec import ImageReadError
+
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "load_for_model", "pil_to_tensor", "read_image", "read_pil",
+           "resize_center_crop", "tensor_to_pil", "write_png"]
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
-class ImageReadError(OSError):
-    """A file could not be read as an image (missing, corrupt, truncated, not an image, too large)."""
-
-
-def _to_rgb8(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
-        a = np.clip(np.round(a * 255.0 / peak), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if img.mode == "F":
-        a = np.asarray(img, dtype=np.float64)
-        a = np.clip(np.round(a * (255.0 if a.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
-
-
 def read_pil(path: str | os.PathLike[str], data: bytes | None = None) -> Image.Image:
-    """Open and fully decode an image with Pillow as 8-bit RGB, or raise ImageReadError.
+    """Open and fully decode an image (:func:`advimage.codec.read`) as 8-bit RGB, or raise ImageReadError.
 
     data: the file's bytes, decoded instead of opening ``path`` (which then only names it in errors).
     """
-    path = Path(path)
-    if data is None and not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path if data is None else io.BytesIO(data)) as img:
-                img.load()
-                return Image.fromarray(_to_rgb8(img), "RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(f"{path}: refused, image too large (decompression bomb guard): {exc}") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise ImageReadError(f"{path}: not an image Pillow can read") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from exc
+    img = codec.read(path, data).pil
+    assert img is not None  # codec.read decodes images only
+    return img
 
 
 def pil_to_tensor(img: Image.Image) -> Tensor:
@@ -78,17 +54,15 @@ def tensor_to_pil(x: Tensor) -> Image.Image:
 
 def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
     """Read any image file (or its bytes ``data``) as uint8 pixels (3, H, W)."""
-    return pil_to_tensor(read_pil(path, data))
+    return codec.read(path, data).pixels
 
 
 def write_png(path: str | Path, x: Tensor) -> Path:
     """Write uint8 pixels (3, H, W) as a PNG, atomically (no half-written file on interruption)."""
-    from .codec import encode_png, write_atomic
-
     if x.dtype != torch.uint8:
         tensor_to_pil(x)  # refuses non-integral pixels with a clear message
         x = x.clamp(0, 255).to(torch.uint8)
-    return write_atomic(path, encode_png(x.cpu()))
+    return codec.write_atomic(path, codec.encode_png(x.cpu()))
 
 
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,

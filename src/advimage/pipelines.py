@@ -128,24 +128,28 @@ class Pipeline:
                 + (f"+jpeg:{self.jpeg}" if self.jpeg is not None else ""))
 
     # -- the real pipeline, on a file's bytes ------------------------------------------------
-    def model_input(self, data: bytes, config: Any, crop_pct: float | None = None) -> Tensor:
-        """What this pipeline feeds the network for a file's bytes: float (3, S, S) in [0, 255].
+    def model_input(self, file: codec.Decoded | bytes, config: Any, crop_pct: float | None = None) -> Tensor:
+        """What this pipeline feeds the network for a file (decoded once, or its bytes): float
+        (3, S, S) in [0, 255].
 
-        The file is decoded by Pillow (after Pillow's re-encode at ``jpeg`` if set), resized by the
-        pipeline's own library, centre cropped, and rounded where the pipeline rounds."""
+        The file as Pillow decoded it (re-encoded by Pillow at ``jpeg`` first, if set), resized by
+        the pipeline's own library, centre cropped, and rounded where the pipeline rounds."""
         import torchvision.transforms.functional as TF
         from torchvision.transforms import InterpolationMode
 
+        file = codec.decoded(file)
         if self.jpeg is not None:
-            data = reencode(data, self.jpeg)
+            file = codec.decode_file(reencode(file, self.jpeg), ".jpg")
         S, scale = _sizes(config, crop_pct)
         if self.library == "pil":
-            img = codec.decode_pil(data)
+            img = file.pil
+            if img is None:
+                raise ValueError(f"{self.spec}: a .npy file is no image for Pillow")
             out_hw = shorter_side_size(img.height, img.width, scale)
             img = img.resize((out_hw[1], out_hw[0]), getattr(Image.Resampling, self.filter.upper()))
             x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
         else:
-            u8 = codec.decode(data)
+            u8 = file.pixels
             out_hw = shorter_side_size(u8.shape[1], u8.shape[2], scale)
             if self.library == "torch":
                 x = TF.resize(u8.float(), list(out_hw), interpolation=InterpolationMode(self.filter),
@@ -259,10 +263,14 @@ def describe(spec: str) -> str:
     return RESIZES.description(p.resize) + "".join(f"; {e}" for e in extra)
 
 
-def reencode(data: bytes, quality: int) -> bytes:
-    """Pillow's JPEG re-encode of a file at ``quality`` with its defaults (4:2:0), as an uploader does."""
+def reencode(file: codec.Decoded | bytes, quality: int) -> bytes:
+    """Pillow's JPEG re-encode of a file (decoded, or its bytes) at ``quality`` with its defaults
+    (4:2:0), as an uploader does."""
+    img = codec.decoded(file).pil
+    if img is None:
+        raise ValueError("a .npy file is no image for Pillow")
     buf = io.BytesIO()
-    codec.decode_pil(data).save(buf, format="JPEG", quality=int(quality))
+    img.save(buf, format="JPEG", quality=int(quality))
     return buf.getvalue()
 
 
@@ -512,13 +520,14 @@ def share(specs: Sequence[str], config: Any, size: tuple[int, int], tolerance: f
 
 
 @torch.no_grad()
-def fooled_through(model: Any, data: bytes, label: int, specs: Sequence[str],
+def fooled_through(model: Any, data: codec.Decoded | bytes, label: int, specs: Sequence[str],
                    config: Any = None) -> dict[str, bool]:
-    """Whether a file's bytes fool ``model`` (untargeted: top-1 ≠ ``label``) through each
-    pipeline of ``specs``, every pipeline run by its own libraries (:meth:`Pipeline.model_input`)."""
+    """Whether a file (its bytes, decoded once here) fools ``model`` (untargeted: top-1 ≠ ``label``)
+    through each pipeline of ``specs``, every pipeline run by its own libraries (:meth:`Pipeline.model_input`)."""
     config = config or model.config
+    file = codec.decoded(data)
     out: dict[str, bool] = {}
     for s in specs:
-        x = parse(s).model_input(data, config)[None].to(model.device)
+        x = parse(s).model_input(file, config)[None].to(model.device)
         out[s] = int(classify_input(model, s, x).argmax(1)[0]) != int(label)
     return out

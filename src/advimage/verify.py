@@ -1,5 +1,6 @@
 """Verification of written files through the victim's real pipelines, independent of the
-attacked layers: the file's bytes are decoded by Pillow and classified the ways users meet.
+attacked layers: the file's bytes are decoded once by Pillow (:class:`advimage.codec.Decoded`)
+and classified the ways users meet.
 
 * ``model``: the decoded pixels as they are (files written at the model's resolution);
 * ``float``: torchvision's ``resize`` (shorter side, the model's interpolation, antialias) and
@@ -51,9 +52,10 @@ def eval_pil(img: Image.Image, config) -> Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
 
 
-def model_inputs(data: bytes, suffix: str, config, paths: tuple[str, ...]) -> dict[str, Tensor | None]:
-    """What each verification path feeds the model for one file's bytes: {path: (3, S, S) or None}."""
-    x = codec.decode(data, suffix)
+def model_inputs(file: codec.Decoded, config, paths: tuple[str, ...]) -> dict[str, Tensor | None]:
+    """What each verification path feeds the model for one decoded file: {path: (3, S, S) or None}
+    (None: a PIL path on a ``.npy`` file)."""
+    x = file.pixels
     out: dict[str, Tensor | None] = {}
     for p in paths:
         if p == "model":
@@ -61,9 +63,9 @@ def model_inputs(data: bytes, suffix: str, config, paths: tuple[str, ...]) -> di
         elif p == "float":
             out[p] = eval_float(x.float(), config)
         elif p == "pil":
-            out[p] = None if suffix == ".npy" else eval_pil(codec.decode_pil(data), config)
+            out[p] = None if file.pil is None else eval_pil(file.pil, config)
         elif _is_pipeline(p):  # a deployed pipeline (advimage.pipelines), through its own library
-            out[p] = None if suffix == ".npy" else pipelines.parse(p).model_input(data, config)
+            out[p] = None if file.is_array else pipelines.parse(p).model_input(file, config)
         elif p in RESIZE_METHODS:  # a downscaler (thesis §9.3) or another resize, on the float pixels
             out[p] = EvalTransform(config.input_size, config.crop_pct, p)(x.float()[None])[0]
         else:

@@ -1,9 +1,13 @@
-"""Embedded result store of a benchmark run: one SQLite file (WAL mode) in the run directory.
+"""The one per-image result store, of benchmark runs and experiments alike: one SQLite file (WAL
+mode) in the run directory.
 
 One row per (model, attack, quantizer, image, settings hash): re-running a finished
 configuration reuses its rows and never duplicates them. Each finished batch is committed
 atomically (:meth:`ResultStore.add_batch`), so a crash, SIGKILL or Ctrl-C loses at most the
-batch in progress; :meth:`ResultStore.done` tells a resumed run which images to skip.
+batch in progress; :meth:`ResultStore.done` tells a resumed run which images to skip, and
+:meth:`ResultStore.refuse_other_settings` refuses to resume a store made with other settings.
+What an experiment measures beyond the common columns goes into ``extra`` (a JSON object); its
+summary files are exports of the stored rows. This module imports nothing else of advimage.
 
 Layout of ``run_dir``: ``results.sqlite`` (tables ``results``, ``runs``, ``settings``) and
 ``settings.json`` (the latest run's settings, seed and package versions).
@@ -71,6 +75,10 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+class SettingsMismatch(ValueError):
+    """A store holds a run made with other settings than the ones asked for."""
 
 
 class ResultStore:
@@ -144,6 +152,19 @@ class ResultStore:
             out.append(d)
         return out
 
+    def refuse_other_settings(self, settings: Mapping[str, Any], keys: Iterable[str]) -> None:
+        """Raise :class:`SettingsMismatch` if a run recorded here had other values of ``keys`` than
+        ``settings`` (a missing key counts as None); what differs is named."""
+        keys = list(keys)
+        settings = json.loads(_canonical(settings))  # as stored: tuples as lists, others as str
+        for run in self.runs():
+            old = run["settings"]
+            diff = [k for k in keys if old.get(k) != settings.get(k)]
+            if diff:
+                was = ", ".join(f"{k} {old.get(k)!r}" for k in diff)
+                now = ", ".join(f"{k} {settings.get(k)!r}" for k in diff)
+                raise SettingsMismatch(f"{self.run_dir} holds results made with {was} (asked: {now})")
+
     def settings_of(self, hash_: str) -> dict[str, Any] | None:
         """The settings dict stored for a settings hash, or None."""
         r = self._conn.execute("SELECT settings FROM settings WHERE settings_hash = ?",
@@ -176,6 +197,22 @@ class ResultStore:
             self._conn.executemany(sql, values)
             written = self._conn.total_changes - before
         return written
+
+    def put_batch(self, rows: Iterable[Mapping[str, Any]], *, settings: Mapping[str, Any]) -> int:
+        """Commit a batch atomically, replacing the rows of the same key, which move to this commit's
+        place in the commit order (so a rerun's rows read back in its own order); returns rows written."""
+        h = settings_hash(settings)
+        now = time.time()
+        values = [self._row_values(r, h, now) for r in rows]
+        names = list(COLUMNS)
+        at = [names.index(k) for k in KEY]
+        with self._transaction():
+            self._conn.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (h, _canonical(settings)))
+            self._conn.executemany(f"DELETE FROM results WHERE {' AND '.join(f'{k} = ?' for k in KEY)}",
+                                   [tuple(v[i] for i in at) for v in values])
+            self._conn.executemany(f"INSERT INTO results ({', '.join(names)}) "
+                                   f"VALUES ({', '.join('?' * len(names))})", values)
+        return len(values)
 
     def _row_values(self, row: Mapping[str, Any], h: str, now: float) -> tuple[Any, ...]:
         unknown = set(row) - set(COLUMNS)

@@ -27,7 +27,9 @@ import argparse
 import csv
 import json
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -35,6 +37,7 @@ from .. import codec
 from ..data import discover
 from ..engine import Row, Settings, run_batch
 from .registry import experiment
+from .stored import ExperimentRun
 
 TARGETS = (30.0, 50.0)
 METHODS = {"smart": "spatial", "jpeg": "dct"}
@@ -70,8 +73,9 @@ def run(images: list[str], out: Path, *, regressor: str = "brisque", targets: tu
         attack: str = "pgd", steps: int = 50, runs: int = 7, quality: int = 90, df: float = 1,
         limit: int | None = 50, batch_size: int = 4, device: str | None = None, progress: bool = True,
         seed: int = 0) -> dict:
-    """Run the experiment; write ``out/rows.csv``, ``out/summary.json`` and ``out/table.md`` (rewritten
-    after every batch, so that an interrupted run leaves its table so far)."""
+    """Run the experiment: the records in ``out``'s result store (``results.sqlite``, committed per
+    batch) and, exported from it, ``out/rows.csv``, ``out/summary.json`` and ``out/table.md``
+    (rewritten after every batch, so that an interrupted run leaves its table so far)."""
     from ..images import read_image
     from ..models.regressors import load_regressor
     from ..progress import progress_bar
@@ -83,23 +87,33 @@ def run(images: list[str], out: Path, *, regressor: str = "brisque", targets: tu
     settings = {s_a: Settings(attack=attack, steps=steps, quantizers=tuple(METHODS), df=df, quality=quality,
                               target_score=s_a, seed=seed, attack_params=params) for s_a in targets}
     meta = dict(regressor=regressor, attack=attack, steps=steps, runs=runs, quality=quality, df=df, seed=seed)
-    records: list[dict] = []
-    with progress_bar(progress) as bar:
+    run_settings = dict(meta, experiment="app-a", targets=list(targets), limit=limit)
+    with ExperimentRun(out, run_settings, lambda r: _columns(r, regressor, attack)) as stored, \
+            progress_bar(progress) as bar:
         task = bar.add_task("app-a", total=len(items), status="")
         for i in range(0, len(items), batch_size):  # every target per batch: a partial run covers all
             batch = items[i:i + batch_size]
+            records: list[dict] = []
             for s_a in targets:
                 for r in run_batch(model, batch, settings[s_a]):
                     x0 = read_image(Path(r.file)) if r.status != "error" else None
                     records.append(image_record(model, r, x0, s_a, quality))
-            summary = _write(out, records, targets, dict(meta, images=min(len(items), i + len(batch))))
+            stored.commit(records)
+            summary = _write(out, stored.records(), targets, dict(meta, images=min(len(items), i + len(batch))))
             bar.update(task, advance=len(batch), status=" ".join(
                 f"{k} {v['p_file']:.0f}%/{v['p_jpeg']:.0f}%" for k, v in summary["rows"].items()))
-    return _write(out, records, targets, dict(meta, images=len(items)))
+        return _write(out, stored.records(), targets, dict(meta, images=len(items)))
+
+
+def _columns(r: Mapping[str, Any], regressor: str, attack: str) -> dict:
+    """A record's common store columns (quantizer ``<method>@<target>``: spatial@30, dct@50, ...)."""
+    return dict(model=regressor, attack=attack, quantizer=f"{r['method']}@{r['target']:g}", image=r["file"],
+                distortion=r.get("distortion"), success=r.get("success_file"), gradients=r.get("gradients"),
+                seconds=r.get("seconds"), error=r.get("error"))
 
 
 def _write(out: Path, records: list[dict], targets: tuple[float, ...], meta: dict) -> dict:
-    """(Re)write rows.csv, summary.json and table.md from the records so far."""
+    """(Re)write rows.csv, summary.json and table.md from the records so far (as stored)."""
     summary = summarize(records, targets)
     summary.update(meta)
     fields = sorted({k for r in records for k in r})

@@ -39,6 +39,7 @@ from ..models import load_model
 from .jpeg_table import jpeg_adversarials, load_batch
 from .options import experiment_parser
 from .registry import experiment
+from .stored import ExperimentRun
 
 
 class SpatialFilesError(DataError):
@@ -116,7 +117,8 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
         qualities: tuple[int, ...] = (90, 75), defense_qualities: tuple[int, ...] = (100, 90, 75, 60), df: float = 1,
         limit: int | None = 24, batch_size: int = 8, device: str | None = None, from_table: Path | None = None,
         spatial_from: Path | None = None, progress: bool = True) -> dict:
-    """Run the experiment; write ``rows.json``, ``summary.json``, ``table.md`` under ``out``.
+    """Run the experiment; the rows in ``out``'s result store (``results.sqlite``, committed per
+    batch) and, exported from it, ``rows.json``, ``summary.json``, ``table.md`` under ``out``.
 
     from_table: a ``jpeg-table`` output folder whose ``q<q>/ours/<stem>.jpg`` are reused
     (missing files are recomputed under ``out/q<q>/``). spatial_from: a folder holding a
@@ -136,9 +138,15 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
     check_sizes(list(reused.values()), model.config.input_size)
     out.mkdir(parents=True, exist_ok=True)
     sources = ["none", "spatial"] + [f"jpeg{q}" for q in qualities]
-    rows: list[Row] = []
     t_start = time.perf_counter()
-    with Progress(disable=not progress) as bar:
+    settings = dict(experiment="jpeg-defense", model=model_name, attack=attack, steps=steps, df=df,
+                    qualities=list(qualities), defense_qualities=list(defense_qualities), limit=limit,
+                    from_table=str(from_table) if from_table else None,
+                    spatial_from=str(spatial_from) if spatial_from else None)
+    stored = ExperimentRun(out, settings, lambda r: dict(model=model_name, attack=attack, quantizer=r["source"],
+                                                         image=r["image"], label=r["label"],
+                                                         distortion=r["distortion"], success=r["fooled"]["none"]))
+    with stored, Progress(disable=not progress) as bar:
         task = bar.add_task("jpeg-defense", total=len(items))
         for b in range(0, len(items), batch_size):
             batch = load_batch(items[b:b + batch_size], model.config)
@@ -172,6 +180,7 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                     for j, p in zip(missing, adv.paths):
                         paths[j] = p
                 files[f"jpeg{q}"] = paths
+            rows: list[Row] = []
             for source in sources:
                 if source == "none":
                     x = x0.float()
@@ -185,14 +194,17 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                         file=str(files[source][j]) if files[source][j] is not None else "", distortion=float(d[j]),
                         fooled={k: bool(v[j] != y[j]) for k, v in preds.items()},
                     ))
+            stored.commit(asdict(r) for r in rows)
             bar.update(task, advance=len(batch))
+        records = stored.records()  # the summary files are exports of the store
+    rows = [Row(**r) for r in records]
     summary = summarize(rows, sources, ["none"] + [f"jpeg{q}" for q in defense_qualities])
     summary.update(model=model_name, attack=attack, steps=steps, df=df, qualities=list(qualities),
                    defense_qualities=list(defense_qualities), images=len({r.image for r in rows}),
                    from_table=str(from_table) if from_table else None,
                    spatial_from=str(spatial_from) if spatial_from else None,
                    seconds=time.perf_counter() - t_start)
-    (out / "rows.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    (out / "rows.json").write_text(json.dumps(records, indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.md").write_text(markdown(summary))
     return summary

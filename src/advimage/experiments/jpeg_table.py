@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +38,7 @@ from ..jpeg.io import decode, write_pixels
 from ..models import load_model
 from .options import experiment_parser
 from .registry import experiment
+from .stored import ExperimentRun
 
 KINDS = ("plain", "ours", "bpda")
 
@@ -146,8 +149,9 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
         qualities: tuple[int, ...] = (90, 75), df: float = 1, limit: int | None = 24, batch_size: int = 8,
         device: str | None = None, baseline: str = "pgd", baseline_steps: int | None = None, n: int = 10,
         progress: bool = True) -> dict:
-    """Run the experiment; write ``out/q<Q>/{plain,ours,bpda}/<stem>.jpg``, ``rows.json``,
-    ``summary.json`` and ``table.md``. Returns the summary (see :func:`summarize`).
+    """Run the experiment; write ``out/q<Q>/{plain,ours,bpda}/<stem>.jpg``, the rows in ``out``'s
+    result store (``results.sqlite``, committed per batch and quality) and, exported from it,
+    ``rows.json``, ``summary.json`` and ``table.md``. Returns the summary (see :func:`summarize`).
 
     baseline: the attack run through the BPDA defense (default PGD2), with ``baseline_steps``
     gradients (default ``steps``); ``baseline=""`` skips it.
@@ -161,8 +165,11 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
     check_labels(items, model.config.num_classes, model_name)
     out.mkdir(parents=True, exist_ok=True)
     baseline_steps = baseline_steps or steps
-    rows: list[Row] = []
-    with Progress(disable=not progress) as bar:
+    meta = dict(model=model_name, attack=attack, steps=steps, qualities=list(qualities), df=df, baseline=baseline,
+                baseline_steps=baseline_steps, n=n)
+    stored = ExperimentRun(out, dict(meta, experiment="jpeg-table", limit=limit),
+                           lambda r: _columns(r, model_name, attack))
+    with stored, Progress(disable=not progress) as bar:
         task = bar.add_task("jpeg-table", total=len(items) * len(qualities))
         for b in range(0, len(items), batch_size):
             batch = load_batch(items[b:b + batch_size], model.config)
@@ -175,6 +182,7 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                 y = torch.where(y < 0, model.predict(x0.float()), y)
             correct = model.predict(x0.float()) == y
             for q in qualities:
+                rows: list[Row] = []
                 folder = out / f"q{q}"
                 plain = plain_jpegs(x0, q, [folder / "plain" / f"{s}.jpg" for s in stems])
                 t0 = time.perf_counter()
@@ -205,17 +213,28 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                         bpda_success=bool(verdict["bpda"][0][j]), bpda_distortion=float(verdict["bpda"][1][j]),
                         bpda_gradients=int(g_bpda[j]) if baseline else 0, bpda_seconds=t_bpda,
                     ))
+                stored.commit(asdict(r) for r in rows)
                 bar.update(task, advance=len(batch))
-            _write(out, rows, model_name, attack, steps, qualities, df, baseline, baseline_steps)  # partial results
-    return _write(out, rows, model_name, attack, steps, qualities, df, baseline, baseline_steps)
+            _write(out, stored.records(), model_name, attack, steps, qualities, df, baseline,
+                   baseline_steps)  # partial results
+        return _write(out, stored.records(), model_name, attack, steps, qualities, df, baseline, baseline_steps)
 
 
-def _write(out: Path, rows: list[Row], model_name: str, attack: str, steps: int, qualities, df: float,
+def _columns(r: Mapping[str, Any], model_name: str, attack: str) -> dict:
+    """A row's common store columns: the quantized JPEG file's verdict (quantizer ``jpeg:<Q>``)."""
+    return dict(model=model_name, attack=attack, quantizer=f"jpeg:{r['quality']}", image=r["image"],
+                label=r["label"], distortion=r["ours_distortion"], success=r["ours_success"],
+                gradients=r["ours_gradients"], seconds=r["ours_seconds"])
+
+
+def _write(out: Path, records: list[dict], model_name: str, attack: str, steps: int, qualities, df: float,
            baseline: str, baseline_steps: int) -> dict:
+    """summary.json, table.md and rows.json from the run's records as stored."""
+    rows = [Row(**r) for r in records]
     summary = summarize(rows, qualities)
     summary.update(model=model_name, attack=attack, steps=steps, df=df, baseline=baseline,
                    baseline_steps=baseline_steps, images=len({r.image for r in rows}))
-    (out / "rows.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    (out / "rows.json").write_text(json.dumps(records, indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.md").write_text(markdown(summary))
     return summary

@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..data import check_labels, discover
 from ..engine import Row, Settings, run_batch
 from .options import experiment_parser
 from .registry import experiment
+from .stored import ExperimentRun
 
 KINDS = {"none": "float", "round": "round", "smart": "smart"}
 
@@ -25,7 +28,8 @@ KINDS = {"none": "float", "round": "round", "smart": "smart"}
 def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", attack: str = "bp", steps: int = 100,
         df: float = 1, limit: int | None = 100, batch_size: int = 16, device: str | None = None,
         progress: bool = True, seed: int = 0) -> dict:
-    """Run the experiment and write ``out/rows.json``, ``out/summary.json`` and ``out/table.md``."""
+    """Run the experiment: rows in ``out``'s result store (``results.sqlite``), exported as
+    ``out/rows.json``, ``out/summary.json`` and ``out/table.md``."""
     from ..models import load_model
     from ..progress import progress_bar
 
@@ -35,19 +39,30 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
     settings = Settings(attack=attack, steps=steps, quantizers=tuple(KINDS), df=df, size="model", seed=seed,
                         margin=0.0)  # the thesis protocol: files on the boundary
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[Row] = []
-    with progress_bar(progress) as bar:
-        task = bar.add_task("quant-table", total=len(items), status="")
-        for i in range(0, len(items), batch_size):
-            batch = items[i:i + batch_size]
-            rows.extend(run_batch(model, batch, settings))
-            bar.update(task, advance=len(batch))
-    summary = summarize(rows)
-    summary.update(model=model_name, attack=attack, steps=steps, df=df, seed=seed)
-    (out / "rows.json").write_text(json.dumps([r.to_dict() for r in rows], indent=1))
+    meta = dict(model=model_name, attack=attack, steps=steps, df=df, seed=seed)
+    with ExperimentRun(out, dict(meta, experiment="quant-table", limit=limit, engine=settings.identity()),
+                       lambda r: _columns(r, model_name, attack)) as stored:
+        with progress_bar(progress) as bar:
+            task = bar.add_task("quant-table", total=len(items), status="")
+            for i in range(0, len(items), batch_size):
+                batch = items[i:i + batch_size]
+                stored.commit(r.to_dict() for r in run_batch(model, batch, settings))
+                bar.update(task, advance=len(batch))
+        records = stored.records()  # the summary files are exports of the store
+    summary = summarize([Row(**r) for r in records])
+    summary.update(meta)
+    (out / "rows.json").write_text(json.dumps(records, indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.md").write_text(markdown(summary))
     return summary
+
+
+def _columns(r: Mapping[str, Any], model_name: str, attack: str) -> dict:
+    """An engine row's common store columns."""
+    return dict(model=model_name, attack=attack, quantizer=r["quantizer"], image=r["key"], label=r["label"],
+                prediction=r["original_prediction"], adv_label=r["adversarial_label"], distortion=r["distortion"],
+                success=r["status"] in ("fooled", "misclassified"), gradients=r["gradients"], queries=r["queries"],
+                seconds=r["seconds"], error=r["error"])
 
 
 def summarize(rows: list[Row]) -> dict:

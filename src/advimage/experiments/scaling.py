@@ -16,9 +16,13 @@ classified through each of the six downscalers. An *attack config* is one downsc
 gradients aggregated as named, success only when all six are fooled).
 
 Output folder (shared by the subcommands, so that they reuse each other's attacks):
-``bases/`` (the 600×600 originals), ``attacks/<config>/rows.jsonl`` (one JSON row per image,
-appended as batches finish: ``--resume`` skips them) and ``attacks/<config>/<stem>.png`` (the
-files), then per subcommand a CSV, a Markdown table, a plot and ``summary.json``.
+``bases/`` (the 600×600 originals), ``results.sqlite`` (the one result store,
+:class:`advimage.bench.store.ResultStore`: one row per image and attack config, committed as
+batches finish: ``--resume`` skips them; a store made with another model, steps, seed, base size
+or quantizer is refused) with ``settings.json`` (the latest run's), and ``attacks/<config>/<stem>.png``
+(the files); then per subcommand a CSV, a Markdown table, a plot and a JSON summary, computed from
+the stored rows. Folders of earlier versions (``attacks/<config>/rows.jsonl``) are imported into
+the store when resumed.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..bench.store import DB_NAME, ResultStore, SettingsMismatch
 from ..codec import decode, write_atomic
 from ..data import ImageItem, check_labels, discover
 from ..engine import Settings, run_batch
@@ -153,12 +158,47 @@ def engine_settings(config: str, steps: int, seed: int, quantizer: str = "smart"
     return Settings(downscaler=config, **common)
 
 
-def _rows_path(out: Path, config: str) -> Path:
+#: what a folder's runs must share to reuse each other's rows (``--resume``)
+RUN_KEYS = ("experiment", "model", "steps", "seed", "base_size", "quantizer")
+ATTACK = "bp"  # the ``attack`` column of the stored rows (the config is in their settings and ``extra``)
+_EXTRA = ("config", "status", "clean", "float_distortion", "float_success", "float_fooled", "file_fooled")
+
+
+def run_settings(model_name: str, steps: int, seed: int, base_size: int = BASE_SIZE, quantizer: str = "smart",
+                 **more: Any) -> dict[str, Any]:
+    """A run's settings as recorded in the store (:data:`RUN_KEYS`, and ``more``: configs, limit)."""
+    return {"experiment": "scaling", "model": model_name, "steps": steps, "seed": seed, "base_size": base_size,
+            "quantizer": quantizer, **more}
+
+
+def row_settings(config: str, steps: int, seed: int, quantizer: str = "smart",
+                 base_size: int = BASE_SIZE) -> dict[str, Any]:
+    """The settings hashed into a stored row's key: the engine's identity of the attack config and
+    the side of the base images."""
+    return {"experiment": "scaling", "config": config, "base_size": base_size,
+            "engine": engine_settings(config, steps, seed, quantizer).identity()}
+
+
+def _to_store(row: AttackRow, model_name: str, quantizer: str) -> dict[str, Any]:
+    """An :class:`AttackRow` as a store row (the PNG's distortion and verdict in the common columns)."""
+    return {"model": model_name, "attack": ATTACK, "quantizer": quantizer, "image": row.image, "label": row.label,
+            "distortion": row.file_distortion, "success": row.status in ("fooled", "misclassified"),
+            "gradients": row.gradients, "seconds": row.seconds, "error": row.error,
+            "extra": {k: getattr(row, k) for k in _EXTRA}}
+
+
+def _from_store(r: dict[str, Any]) -> AttackRow:
+    return AttackRow(image=r["image"], label=r["label"], file_distortion=r["distortion"], gradients=r["gradients"],
+                     seconds=r["seconds"], error=r["error"], **{k: r["extra"][k] for k in _EXTRA})
+
+
+def _legacy_path(out: Path, config: str) -> Path:
+    """Where earlier versions kept a config's rows (one JSON object per line)."""
     return out / "attacks" / config / "rows.jsonl"
 
 
-def load_rows(out: Path, config: str) -> list[AttackRow]:
-    path = _rows_path(out, config)
+def _legacy_rows(out: Path, config: str) -> list[AttackRow]:
+    path = _legacy_path(out, config)
     if not path.is_file():
         return []
     rows = []
@@ -171,16 +211,40 @@ def load_rows(out: Path, config: str) -> list[AttackRow]:
     return rows
 
 
+def load_rows(out: Path, config: str, settings: dict[str, Any] | None = None) -> list[AttackRow]:
+    """The stored rows of an attack config in ``out`` (commit order), of the row settings
+    ``settings`` (:func:`row_settings`) if given; a folder of an earlier version: its ``rows.jsonl``."""
+    if not (out / DB_NAME).is_file():
+        return _legacy_rows(out, config)
+    with ResultStore(out) as store:
+        rows = store.rows(attack=ATTACK, settings=settings)
+    return [_from_store(r) for r in rows if r["extra"] and r["extra"].get("config") == config]
+
+
 def attack_config(model: Any, panel: MemberPanel, bases: list[ImageItem], out: Path, config: str, *, steps: int,
                   seed: int, batch_size: int, bar: Any = None, task: Any = None,
-                  quantizer: str = "smart") -> list[AttackRow]:
-    """Attack the base images not yet in ``attacks/<config>/rows.jsonl``; append their rows."""
+                  quantizer: str = "smart", base_size: int = BASE_SIZE,
+                  store: ResultStore | None = None) -> list[AttackRow]:
+    """Attack the base images not yet stored for this config in ``out``'s store (``store``, or the
+    folder's, opened here); commit their rows batch by batch; returns the config's stored rows."""
     from ..engine import attacked_model
 
+    name = str(model.config.name)
+    if store is None:
+        with ResultStore(out) as own:
+            own.refuse_other_settings(run_settings(name, steps, seed, base_size, quantizer), RUN_KEYS)
+            own.start_run(run_settings(name, steps, seed, base_size, quantizer, configs=[config]), seed=seed)
+            return attack_config(model, panel, bases, out, config, steps=steps, seed=seed, batch_size=batch_size,
+                                 bar=bar, task=task, quantizer=quantizer, base_size=base_size, store=own)
     settings = engine_settings(config, steps, seed, quantizer)
+    keyed = row_settings(config, steps, seed, quantizer, base_size)
     folder = out / "attacks" / config
     folder.mkdir(parents=True, exist_ok=True)
-    done = {r.image for r in load_rows(out, config)}
+    done = store.done(name, ATTACK, quantizer, keyed)
+    legacy = _legacy_rows(out, config) if not done else []
+    if legacy:  # a folder of an earlier version, resumed: its rows join the store once
+        store.add_batch([_to_store(r, name, quantizer) for r in legacy], settings=keyed)
+        done = store.done(name, ATTACK, quantizer, keyed)
     todo = [b for b in bases if b.path.name not in done]
     if bar is not None:
         bar.update(task, completed=len(bases) - len(todo))
@@ -192,12 +256,10 @@ def attack_config(model: Any, panel: MemberPanel, bases: list[ImageItem], out: P
         seconds = (time.perf_counter() - t0) / len(batch)
         new = [_attack_row(model, panel, it, rows[2 * j], rows[2 * j + 1], config, seconds, folder)
                for j, it in enumerate(batch)]
-        with open(_rows_path(out, config), "a") as f:
-            for r in new:
-                f.write(json.dumps(asdict(r)) + "\n")
+        store.add_batch([_to_store(r, name, quantizer) for r in new], settings=keyed)
         if bar is not None:
             bar.update(task, advance=len(batch))
-    return load_rows(out, config)
+    return [_from_store(r) for r in store.rows(model=name, attack=ATTACK, quantizer=quantizer, settings=keyed)]
 
 
 def _attack_row(model: Any, panel: MemberPanel, item: ImageItem, floats: Any, png: Any, config: str,
@@ -243,17 +305,16 @@ def run_configs(images: list[str], out: Path, configs: list[str], *, model_name:
     bases = prepare_bases(items, out / "bases", base_size)
     panel = MemberPanel(model)
     result = {}
-    with progress_bar(progress) as bar:
+    with progress_bar(progress) as bar, ResultStore(out) as store:
+        store.refuse_other_settings(run_settings(model_name, steps, seed, base_size, quantizer), RUN_KEYS)
+        store.start_run(run_settings(model_name, steps, seed, base_size, quantizer, limit=limit, configs=configs),
+                        seed=seed)
         for config in configs:
             task = bar.add_task(f"{model_name} · attack through {config}", total=len(bases), status="")
             rows = attack_config(model, panel, bases, out, config, steps=steps, seed=seed, batch_size=batch_size,
-                                 bar=bar, task=task, quantizer=quantizer)
+                                 bar=bar, task=task, quantizer=quantizer, base_size=base_size, store=store)
             names = {b.path.name for b in bases}
             result[config] = [r for r in rows if r.image in names]  # this run's images only
-    (out / "settings.json").write_text(json.dumps({"model": model_name, "steps": steps, "limit": limit,
-                                                   "seed": seed, "base_size": base_size, "configs": configs,
-                                                   "quantizer": quantizer},
-                                                  indent=2))
     return result
 
 
@@ -579,19 +640,36 @@ def _prepare(args: argparse.Namespace) -> Path:
     except ValueError as exc:
         raise SystemExit(f"advimage: {exc}") from None
     out = Path(args.out or f"runs/scaling-{args.model}")
-    if (out / "attacks").is_dir() and any((out / "attacks").glob("*/rows.jsonl")) and not args.resume:
+    stored = (out / DB_NAME).is_file()
+    if stored:
+        with ResultStore(out) as store:
+            held = len(store) > 0
+            try:
+                store.refuse_other_settings(run_settings(args.model, args.steps, args.seed, args.base_size,
+                                                         args.quantize), RUN_KEYS)
+            except SettingsMismatch as exc:
+                raise SystemExit(f"advimage: {exc}; use another --out for other settings") from None
+    else:
+        held = (out / "attacks").is_dir() and any((out / "attacks").glob("*/rows.jsonl"))
+        _check_legacy_settings(out, args)
+    if held and not args.resume:
         raise SystemExit(f"advimage: {out} already holds attacks: pass --resume to continue and reuse them, "
                          "or choose another --out")
-    settings = out / "settings.json"
-    if settings.is_file():
-        old = json.loads(settings.read_text())
-        if ((old.get("model"), old.get("steps"), old.get("seed"), old.get("base_size", BASE_SIZE),
-             old.get("quantizer", "smart"))
-                != (args.model, args.steps, args.seed, args.base_size, args.quantize)):
-            raise SystemExit(f"advimage: {out} holds attacks of {old.get('model')} (steps {old.get('steps')}, seed "
-                             f"{old.get('seed')}, quantizer {old.get('quantizer', 'smart')}); use another --out for "
-                             "other settings")
     return out
+
+
+def _check_legacy_settings(out: Path, args: argparse.Namespace) -> None:
+    """A folder of an earlier version (``rows.jsonl``, a flat ``settings.json``): the same refusal."""
+    settings = out / "settings.json"
+    if not settings.is_file():
+        return
+    old = json.loads(settings.read_text())
+    if ((old.get("model"), old.get("steps"), old.get("seed"), old.get("base_size", BASE_SIZE),
+         old.get("quantizer", "smart"))
+            != (args.model, args.steps, args.seed, args.base_size, args.quantize)):
+        raise SystemExit(f"advimage: {out} holds attacks of {old.get('model')} (steps {old.get('steps')}, seed "
+                         f"{old.get('seed')}, quantizer {old.get('quantizer', 'smart')}); use another --out for "
+                         "other settings")
 
 
 def _configs(text: str) -> list[str]:

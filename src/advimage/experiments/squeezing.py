@@ -18,7 +18,8 @@ On the first ``limit`` images of a set, at the model's input size (Scenario A, c
   plain model, FPR on the attacked images' clean crops (held out).
 
 Every file is written under ``out/<source>/`` and read back from disk before it is classified.
-Outputs: ``rows.csv`` (one row per image × source), ``summary.json``, ``table.md``.
+Outputs: the rows (one per image × source) in the result store ``results.sqlite`` and, exported from
+it, ``rows.csv``, ``summary.json``, ``table.md``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import csv
 import json
 import statistics
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +45,7 @@ from ..specs import apply_defense
 from ..specs import parse as parse_spec
 from .options import experiment_parser
 from .registry import experiment
+from .stored import ExperimentRun
 
 DEFAULT_DEFENSES = ("bits:3", "median:2")
 # BP's stage 1 sized to cross within 5% of the budget (κ = 0.05, default 0.2): through a quantizing
@@ -114,7 +118,8 @@ def run(images: list[str], out: Path, *, model_name: str = "efficientnet_lite0",
         defenses: tuple[str, ...] = DEFAULT_DEFENSES, df: float = 1, limit: int | None = 30, calibration: int = 100,
         fpr: float = 0.05, batch_size: int = 8, device: str | None = None, seed: int = 0,
         progress: bool = True) -> dict:
-    """Run the experiment and write ``rows.csv``, ``summary.json`` and ``table.md`` under ``out``."""
+    """Run the experiment: the rows in ``out``'s result store, exported as ``rows.csv``,
+    ``summary.json`` and ``table.md`` under ``out``."""
     from rich.progress import Progress
 
     out = Path(out)
@@ -163,6 +168,12 @@ def run(images: list[str], out: Path, *, model_name: str = "efficientnet_lite0",
                                     attack_success=r.attack_success, quantize_success=r.quantize_success))
                 bar.update(task, advance=len(its))
     detector = _classify_and_score(model, defended, rows, items, calib_items, fpr)
+    settings = dict(experiment="squeezing", model=model_name, attack=attack, steps=steps, fgsm_steps=fgsm_steps,
+                    adaptive_attack=adaptive_attack, adaptive_steps=adaptive[1], adaptive_params=adaptive_params,
+                    defenses=list(defenses), df=df, limit=limit, calibration=calibration, fpr=fpr, seed=seed)
+    with ExperimentRun(out, settings, lambda r: _columns(r, model_name)) as stored:
+        stored.commit(asdict(r) for r in rows)  # the rows are complete once the files are classified
+        rows = [Row(**r) for r in stored.records()]  # the summary files are exports of the store
     summary = summarize(rows, sources, list(defenses), detector)
     summary.update(model=model_name, attack=attack, steps=steps, fgsm_steps=fgsm_steps,
                    adaptive_attack=adaptive_attack, adaptive_steps=adaptive[1], adaptive_params=adaptive_params,
@@ -173,6 +184,14 @@ def run(images: list[str], out: Path, *, model_name: str = "efficientnet_lite0",
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.md").write_text(markdown(summary))
     return summary
+
+
+def _columns(r: Mapping[str, Any], model_name: str) -> dict:
+    """A row's common store columns (the source as ``attack``; the file's plain-model verdict)."""
+    pred = r["prediction"].get("none")
+    return dict(model=model_name, attack=r["source"], quantizer="none" if r["source"] == "clean" else "file",
+                image=r["image"], label=r["label"], adv_label=pred, distortion=r["distortion"],
+                success=None if pred is None or r["source"] == "clean" else pred != r["label"])
 
 
 def _classify_and_score(model, defended: dict, rows: list[Row], items, calib_items,
