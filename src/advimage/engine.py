@@ -305,21 +305,18 @@ def attacked_model(model, settings: Settings, fast: bool = True):
 
 
 def paths_model(model, plan: Plan, paths: tuple[str, ...], aggregation: str = "max", share: float = 0.0):
-    """``model`` behind ``paths`` (names of :class:`~advimage.plan.Plan`): itself for none; a
-    ``--victims`` set as a :class:`~advimage.pipelines.PipelineClassifier`; the ``--victim`` /
-    ``--downscaler`` / ``--ensemble`` spellings as they always were: one resize in front
-    (ResizedClassifier) or several (MultiPathClassifier, logits (N, P, C))."""
+    """``model`` behind ``paths`` (names of :class:`~advimage.plan.Plan`, as pipelines of
+    :mod:`advimage.pipelines`): itself for none; one pipeline's front (logits (N, C)) for one path
+    of the ``--victim`` / ``--downscaler`` spellings; else a
+    :class:`~advimage.pipelines.PipelineClassifier` (logits (N, P, C)), whose ``max`` gradient
+    runs through one member for ``--victims`` and through all of them for the older spellings."""
     if not paths:
         return model
-    from .models.protocol import MultiPathClassifier, ResizedClassifier
-
-    crop = plan.crop_pct
-    if plan.one_member_max:  # --victims
-        return PipelineClassifier(model, paths, aggregation=aggregation, crop_pct=crop, share=share)
     specs = plan.specs(paths, model.config)
-    if len(specs) == 1:
-        return ResizedClassifier(model, specs[0], crop_pct=crop)
-    return MultiPathClassifier(model, list(specs), aggregation=aggregation, crop_pct=crop)
+    if len(specs) == 1 and not plan.one_member_max:
+        return single_pipeline(model, specs[0], plan.crop_pct)
+    return PipelineClassifier(model, specs, aggregation=aggregation, crop_pct=plan.crop_pct, share=share,
+                              one_member_max=plan.one_member_max)
 
 
 def single_pipeline(model, spec: str, crop_pct: float | None = None):
