@@ -8,13 +8,17 @@ driver that commits (:func:`write_outputs`, :func:`attack_files`). ``advimage at
 Sizes (``Settings.size``):
 
 * ``native`` (default): the attack and the quantizer work on the file's own pixels, through the
-  model's eval transform as a differentiable layer (:class:`~advimage.models.protocol.ResizedClassifier`,
+  model's eval transform as a differentiable layer (a pipeline front of :mod:`advimage.pipelines`,
   thesis Ch. 9 Scenario B); the written file has the original's size. ``victim`` picks the
   transform the attack goes through: ``pil`` (Pillow's 8-bit resize, reproduced exactly),
   ``float`` (torchvision's float resize), ``both`` (the two at once, worst-path loss, success only
   when both are fooled) or ``pil+both`` (default: the attack through ``pil``, the quantizer through
   both). Files are verified through *both* real pipelines (:mod:`advimage.verify`), and
-  ``verified`` requires both.
+  ``verified`` requires both. ``downscaler``, ``ensemble`` and ``victims`` name other pipelines.
+
+What is done is resolved once from the settings into a frozen :class:`~advimage.plan.Plan`
+(``Settings.plan``: the attack, the quantizers, the pipelines of the attack, the quantizer and the
+verification, the budget split); the functions here read it.
 * ``model``: the original is resized and centre-cropped first (Scenario A); the file has the
   model's input size and is verified as it is.
 

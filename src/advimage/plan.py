@@ -144,6 +144,15 @@ def default_margin(target_score: float | None) -> float:
     return 0.0 if target_score is not None else NOISE_MARGIN
 
 
+def check_df(df: float | None) -> float:
+    """``df`` as a float, 1 where not given (Ch. 7's default); raises ``ValueError`` unless it is a
+    non-negative integer or inf."""
+    value = 1.0 if df is None else float(df)
+    if not (math.isinf(value) or (value >= 0 and value == int(value))):
+        raise ValueError(f"df must be a non-negative integer or inf, got {df}")
+    return value
+
+
 def resolve(s: SettingsLike) -> Plan:
     """Check settings ``s`` and resolve them into a :class:`Plan`. Raises ``ValueError`` (or the
     registries' ``KeyError`` for an unknown attack or quantizer) naming what is valid."""
@@ -153,8 +162,7 @@ def resolve(s: SettingsLike) -> Plan:
     if not s.quantizers:
         raise ValueError("at least one quantizer is needed")
     _refuse_ignored_options(s, a)
-    params = a.settings(**s.attack_params)  # unknown hyperparameters raise
-    del params
+    a.settings(**s.attack_params)  # unknown hyperparameters raise
     if s.size not in SIZES:
         raise ValueError(f"unknown size {s.size!r}; valid: {', '.join(SIZES)}")
     if s.victim not in VICTIMS:
@@ -165,11 +173,9 @@ def resolve(s: SettingsLike) -> Plan:
     if not (margin >= 0 and math.isfinite(margin)):
         raise ValueError(f"margin must be a finite number >= 0, got {margin}")
     quality = 90 if s.quality is None else int(s.quality)
-    df = 1.0 if s.df is None else float(s.df)
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {s.quality}")
-    if not (math.isinf(df) or (df >= 0 and df == int(df))):
-        raise ValueError(f"df must be a non-negative integer or inf, got {s.df}")
+    df = check_df(s.df)
     if s.downscaler is not None:
         from .resize import RESIZE_METHODS
         if s.downscaler not in RESIZE_METHODS:
