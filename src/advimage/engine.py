@@ -15,12 +15,12 @@ Sizes (``Settings.size``):
   when both are fooled) or ``pil+both`` (default: the attack through ``pil``, the quantizer through
   both). Files are verified through *both* real pipelines (:mod:`advimage.verify`), and
   ``verified`` requires both. ``downscaler``, ``ensemble`` and ``victims`` name other pipelines.
+* ``model``: the original is resized and centre-cropped first (Scenario A); the file has the
+  model's input size and is verified as it is.
 
 What is done is resolved once from the settings into a frozen :class:`~advimage.plan.Plan`
 (``Settings.plan``: the attack, the quantizers, the pipelines of the attack, the quantizer and the
 verification, the budget split); the functions here read it.
-* ``model``: the original is resized and centre-cropped first (Scenario A); the file has the
-  model's input size and is verified as it is.
 
 Budget: ``steps`` is what the attack's registry entry counts (gradients for white-box attacks,
 queries for black-box ones). For white-box attacks it covers the quantizer too: the attack gets
