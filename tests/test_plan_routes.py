@@ -204,3 +204,17 @@ def test_nearest_interpolation_keeps_torchvisions_transform():
 ])
 def test_settings_hashes_of_stored_runs_unchanged(kw, expected):
     assert settings_hash(Settings(**kw).identity()) == expected
+
+
+@pytest.mark.parametrize("hw", [(60, 60), (45, 60), (32, 32), (20, 24)])
+def test_scaling_member_panel_through_pipelines_equals_resized_classifiers(hw):
+    """The Ch. 9 experiments' per-downscaler classifiers: pipeline fronts, the logits of the
+    ResizedClassifier they replaced, bit for bit."""
+    from advimage.experiments.scaling import MemberPanel
+
+    model = _model("conv")
+    panel = MemberPanel(model)
+    x = torch.stack([_photo(*hw, seed=s).float() for s in range(3)])
+    with torch.no_grad():
+        for m in DOWNSCALERS:
+            assert torch.equal(panel.members[m](x), ResizedClassifier(model, m, crop_pct=1.0)(x)), m
