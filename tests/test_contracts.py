@@ -143,11 +143,12 @@ def test_all_paths_criterion_needs_every_path():
 
 def test_victim_both_runs_two_paths_and_label_attacks_are_refused_it(tiny_registered):
     from advimage.engine import attacked_model
-    from advimage.models.protocol import MultiPathClassifier
+    from advimage.pipelines import PipelineClassifier
 
     model = advimage.models.get(tiny_registered)
     both = attacked_model(model, Settings(victim="both"))
-    assert isinstance(both, MultiPathClassifier) and both.methods == ["pil-bilinear", "torch-bilinear"]
+    assert isinstance(both, PipelineClassifier) and both.specs == ["pil-bilinear", "torch-bilinear"]
+    assert not both.one_member_max  # one backward through both paths, as before the pipelines route
     x = torch.randint(0, 256, (2, 3, 40, 48)).float()
     out = both(x)
     assert out.shape == (2, 2, 10)
@@ -160,10 +161,11 @@ def test_victim_both_runs_two_paths_and_label_attacks_are_refused_it(tiny_regist
     assert Settings().effective_victim == "pil+both"  # the default
     assert Settings(attack="surfree").identity()["victim"] == "pil+both"
     from advimage.engine import quantizer_model
-    from advimage.models.protocol import ResizedClassifier
     s = Settings(victim="pil+both")
     a = attacked_model(model, s)
-    assert isinstance(a, ResizedClassifier) and isinstance(quantizer_model(model, s, a), MultiPathClassifier)
+    assert a(x).shape == (2, 10) and a.front.pipeline.spec == "pil-bilinear"  # the attack through PIL alone
+    q = quantizer_model(model, s, a)
+    assert isinstance(q, PipelineClassifier) and q.specs == ["pil-bilinear", "torch-bilinear"]
 
 
 def test_every_classifier_kind_implements_the_protocol(tiny_registered):

@@ -16,12 +16,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .cli_support import HelpFormatter, check_device, check_out_dir, fail
 from .cli_types import add_pass_arguments, pass_options
 from .cli_types import df_value as _df
 from .cli_types import positive_int as _positive
 from .cli_types import quantizer_name as _quantizer
+
+if TYPE_CHECKING:
+    from .engine import Settings
 
 EXAMPLES = """examples:
   advimage attack photo.jpg                         # native size, label = the model's own prediction
@@ -215,37 +219,27 @@ def setup_torch(args) -> None:
         os.environ["ADVIMAGE_OFFLINE"] = "1"
 
 
-def _validate(args) -> None:
-    from .attacks import ATTACKS
-
-    if args.attack not in ATTACKS:
-        fail(str(ATTACKS.unknown(args.attack)))
-    if args.quality is not None and not 1 <= args.quality <= 100:
-        fail("--quality must be in [1, 100]")
+def _validate(args) -> "Settings":
+    """The run's :class:`~advimage.engine.Settings`, or exit 2 naming what is wrong. The options'
+    own checks live in the settings' resolution (:func:`advimage.plan.resolve`); only the pairings
+    of command-line flags are checked here."""
     if args.target is not None and not 0 <= args.target < 1000:
         fail("--target must be a class index in [0, 1000)")
-    if args.victims is not None:
-        from .pipelines import PipelineError, resolve
-        try:
-            resolve(args.victims)
-        except PipelineError as exc:
-            fail(str(exc))
     if (args.regressor is None) != (args.target_score is None):
         fail("--regressor and --target-score go together (e.g. --regressor brisque --target-score 30)")
-    if args.regressor is not None:
-        import math
-        if not math.isfinite(args.target_score):
-            fail(f"--target-score must be a finite number, got {args.target_score}")
-        if args.target is not None:
-            fail("--target (a class) does not apply to --regressor")
-        if args.size != "native" or args.ensemble or args.downscaler:
-            fail("--regressor works at --size native, without --ensemble or --downscaler")
-        if getattr(args, "ray", None):
-            fail("--ray is not supported with --regressor")
-    if args.downscaler is not None:
-        from .resize import RESIZE_METHODS
-        if args.downscaler not in RESIZE_METHODS:
-            fail(f"unknown --downscaler {args.downscaler!r}; valid: {', '.join(RESIZE_METHODS)}")
+    if args.regressor is not None and getattr(args, "ray", None):
+        fail("--ray is not supported with --regressor")
+    from .attacks import UnknownAttackError
+    from .engine import Settings
+
+    try:
+        return Settings(attack=args.attack, steps=args.steps, quantizers=(args.quantize,), df=args.df,
+                        quality=args.quality, target=args.target, size=args.size, victim=args.victim,
+                        downscaler=args.downscaler, seed=args.seed, margin=args.margin,
+                        ensemble=args.ensemble, target_score=args.target_score, victims=args.victims,
+                        aggregation=args.aggregation, share=args.share, **pass_options(args))
+    except (ValueError, TypeError, UnknownAttackError) as exc:
+        fail(str(exc))
 
 
 def load_model_or_exit(name: str, weights: str | None, device: str | None):
@@ -341,19 +335,11 @@ def _ray_options(args):
     return options
 
 
-def _run(args, items, out: Path) -> int:
+def _run(args, items, out: Path, settings: "Settings") -> int:
     from .data import LabelError
-    from .engine import Settings, attack_files
+    from .engine import attack_files
     from .progress import stderr_console
 
-    try:
-        settings = Settings(attack=args.attack, steps=args.steps, quantizers=(args.quantize,), df=args.df,
-                            quality=args.quality, target=args.target, size=args.size, victim=args.victim,
-                            downscaler=args.downscaler, seed=args.seed, margin=args.margin,
-                            ensemble=args.ensemble, target_score=args.target_score, victims=args.victims,
-                            aggregation=args.aggregation, share=args.share, **pass_options(args))
-    except (ValueError, TypeError) as exc:
-        fail(str(exc))
     ray = _ray_options(args)
     t0 = time.perf_counter()
     if ray is None:
@@ -414,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "robustify":
         from .robustify import cli as robustify_cli
         return robustify_cli.run(args)
-    _validate(args)
+    settings = _validate(args)
     if getattr(args, "ray", None) is None:  # with --ray the workers pick their device
         args.device = check_device(args.device)
     out = check_out_dir(args.out)
@@ -430,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             fail(str(exc))
         if args.limit:
             items = items[: args.limit]
-    return _run(args, items, out)
+    return _run(args, items, out, settings)
 
 
 if __name__ == "__main__":

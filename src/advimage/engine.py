@@ -8,15 +8,19 @@ driver that commits (:func:`write_outputs`, :func:`attack_files`). ``advimage at
 Sizes (``Settings.size``):
 
 * ``native`` (default): the attack and the quantizer work on the file's own pixels, through the
-  model's eval transform as a differentiable layer (:class:`~advimage.models.protocol.ResizedClassifier`,
+  model's eval transform as a differentiable layer (a pipeline front of :mod:`advimage.pipelines`,
   thesis Ch. 9 Scenario B); the written file has the original's size. ``victim`` picks the
   transform the attack goes through: ``pil`` (Pillow's 8-bit resize, reproduced exactly),
   ``float`` (torchvision's float resize), ``both`` (the two at once, worst-path loss, success only
   when both are fooled) or ``pil+both`` (default: the attack through ``pil``, the quantizer through
   both). Files are verified through *both* real pipelines (:mod:`advimage.verify`), and
-  ``verified`` requires both.
+  ``verified`` requires both. ``downscaler``, ``ensemble`` and ``victims`` name other pipelines.
 * ``model``: the original is resized and centre-cropped first (Scenario A); the file has the
   model's input size and is verified as it is.
+
+What is done is resolved once from the settings into a frozen :class:`~advimage.plan.Plan`
+(``Settings.plan``: the attack, the quantizers, the pipelines of the attack, the quantizer and the
+verification, the budget split); the functions here read it.
 
 Budget: ``steps`` is what the attack's registry entry counts (gradients for white-box attacks,
 queries for black-box ones). For white-box attacks it covers the quantizer too: the attack gets
@@ -43,19 +47,18 @@ from torch import Tensor
 
 from . import codec, verify
 from .attacks import spec as attack_spec
-from .criteria import NOISE_MARGIN, AllPaths, Margin, Misclassification, ScoreBelow, TargetedMisclassification
+from .criteria import AllPaths, Margin, Misclassification, ScoreBelow, TargetedMisclassification
 from .data import ImageItem, check_labels
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
-from .models.fast import PRECISIONS, fast_classifier
+from .models.fast import fast_classifier
 from .models.protocol import MultiPathClassifier
 from .pipelines import PipelineClassifier, classify_input
+from .plan import Plan, default_margin
+from .plan import resolve as resolve_plan
 from .quantize import AUTO, default_quantizer
-from .quantize import names as quantizer_names
 from .quantize import spec as quantizer_spec
 
-SIZES = ("native", "model")
-VICTIMS = ("both", "pil", "float", "pil+both")
 STATUSES = ("fooled", "failed", "misclassified", "error")
 
 
@@ -117,99 +120,18 @@ class Settings:
         if AUTO in self.quantizers:  # resolved here, so settings and stores record the quantizer used
             chosen = default_quantizer(a.black_box, self.steps)
             object.__setattr__(self, "quantizers", tuple(chosen if q == AUTO else q for q in self.quantizers))
-        for q in self.quantizers:
-            quantizer_spec(q)
-        if not self.quantizers:
-            raise ValueError("at least one quantizer is needed")
-        self._refuse_ignored_options(a)
-        a.settings(**self.attack_params)
-        if self.size not in SIZES:
-            raise ValueError(f"unknown size {self.size!r}; valid: {', '.join(SIZES)}")
-        if self.victim not in VICTIMS:
-            raise ValueError(f"unknown victim {self.victim!r}; valid: {', '.join(VICTIMS)}")
-        if self.steps < 1:
-            raise ValueError("steps must be >= 1")
         if self.margin is None:  # resolved here, so that settings and stores record the margin used
-            object.__setattr__(self, "margin", 0.0 if self.target_score is not None else NOISE_MARGIN)
-        if not (self.margin >= 0 and math.isfinite(self.margin)):
-            raise ValueError(f"margin must be a finite number >= 0, got {self.margin}")
-        if not 1 <= self.quality_value <= 100:
-            raise ValueError(f"quality must be in 1..100, got {self.quality}")
-        if not (math.isinf(self.df_value) or (self.df_value >= 0 and self.df_value == int(self.df_value))):
-            raise ValueError(f"df must be a non-negative integer or inf, got {self.df}")
-        if self.downscaler is not None:
-            from .resize import RESIZE_METHODS
-            if self.downscaler not in RESIZE_METHODS:
-                raise ValueError(f"unknown downscaler {self.downscaler!r}; valid: {', '.join(RESIZE_METHODS)}")
-        if self.ensemble is not None:
-            from .models.protocol import AGGREGATIONS
-            if self.ensemble not in AGGREGATIONS:
-                raise ValueError(f"unknown ensemble aggregation {self.ensemble!r}; valid: {', '.join(AGGREGATIONS)}")
-            if self.size != "native" or self.downscaler is not None or a.black_box:
-                raise ValueError("an ensemble (the six downscalers of thesis §9.3) needs size='native', no "
-                                 "downscaler and a gradient attack")
-        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-        if self.target_score is not None:
-            if not math.isfinite(self.target_score):
-                raise ValueError(f"target_score must be a finite number, got {self.target_score}")
-            if self.target is not None:
-                raise ValueError("a target class and a target score exclude each other")
-            if a.black_box or a.labels_only:
-                raise ValueError(f"attack {self.attack!r} needs class labels; a regressor's score needs a gradient "
-                                 "attack that accepts any criterion (fgsm, ifgsm, pgd, cw, bp)")
-            if self.size != "native" or self.ensemble is not None or self.downscaler is not None:
-                raise ValueError("a regressor is attacked at native size, without downscaler or ensemble")
-        if self.victims is not None:
-            self._check_victims(a)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if self.fast and self.target_score is not None:
-            raise ValueError("precision, channels_last and compile apply to classifiers, not to a regressor")
-        if not a.black_box and self.steps <= self.quantizer_gradients:
-            raise ValueError(f"steps must exceed the quantizer's {self.quantizer_gradients} gradient(s)")
-        if a.black_box and self.attack_steps < 1:
-            raise ValueError(f"steps must exceed the {self.overhead_queries} queries of the originals' check and "
-                             f"the quantizer's search (black box: every model call is a query)")
+            object.__setattr__(self, "margin", default_margin(self.target_score))
+        if self.victims is not None:  # canonical spec strings, recorded as such
+            from .pipelines import resolve as resolve_pipelines
+            object.__setattr__(self, "victims", resolve_pipelines(self.victims))
+        # every check, and everything derived, once (advimage.plan)
+        object.__setattr__(self, "_plan", resolve_plan(self))
 
-    def _check_victims(self, a) -> None:
-        from .models.protocol import AGGREGATIONS
-        from .pipelines import resolve
-
-        object.__setattr__(self, "victims", resolve(self.victims))  # type: ignore[arg-type]
-        if self.size != "native" or self.target_score is not None:
-            raise ValueError("victims (deployed pipelines) apply to a classifier at native size")
-        if self.downscaler is not None or self.ensemble is not None or self.victim != "pil+both":
-            raise ValueError("victims replace victim, downscaler and ensemble (each is a pipeline or a set of "
-                             "them: see `advimage pipelines`); give victims alone")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {self.aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
-        if not (0 <= self.share and math.isfinite(self.share)):
-            raise ValueError(f"share must be a finite tolerance >= 0, got {self.share}")
-
-    def _refuse_ignored_options(self, a) -> None:
-        """An option that no chosen quantizer, attack or path would use is an error, not a no-op."""
-        specs = [quantizer_spec(q) for q in self.quantizers]
-        names = ", ".join(self.quantizers)
-        for option, value, used in (("df", self.df, [s.uses_df for s in specs]),
-                                    ("quality", self.quality, [s.uses_quality for s in specs])):
-            if value is not None and not any(used):
-                users = [n for n in quantizer_names() if getattr(quantizer_spec(n), f"uses_{option}")]
-                raise ValueError(f"{option} applies to the quantizers {', '.join(users)}; {names} "
-                                 f"do(es) not use it")
-        if a.black_box:
-            needs = [s.name for s in specs if s.gradients > 0]
-            if needs:
-                free = [n for n in quantizer_names() if quantizer_spec(n).gradients == 0]
-                raise ValueError(f"attack {self.attack!r} is black box (no gradient): quantizer(s) {', '.join(needs)} "
-                                 f"need gradients; choose among {', '.join(free)}")
-        if self.victim == "both" and a.labels_only:
-            raise ValueError(f"victim 'both' (a worst-path loss over two paths) needs an attack that accepts any "
-                             f"criterion; {self.attack!r} needs labels: use victim 'pil+both' (the attack through PIL, "
-                             f"the quantizer through both paths)")
-        if (self.downscaler or self.ensemble) and self.victim in ("both", "float"):
-            raise ValueError(f"victim {self.victim!r} does not apply with a downscaler or an ensemble (they replace "
-                             f"the victim's resize)")
+    @property
+    def plan(self) -> Plan:
+        """The :class:`~advimage.plan.Plan` these settings resolve to (computed at construction)."""
+        return self._plan  # type: ignore[attr-defined, no-any-return]
 
     @property
     def df_value(self) -> float:
@@ -223,34 +145,18 @@ class Settings:
 
     def quantizer_options(self, name: str, targeted: bool = False) -> dict[str, Any]:
         """The options the engine passes quantizer ``name``: only those it takes."""
-        qs = quantizer_spec(name)
-        out: dict[str, Any] = {"targeted": targeted} if "targeted" in qs.options else {}
-        if "steps" in qs.options:
-            out["steps"] = self.quantizer_steps
-        if qs.uses_df:
-            out["df"] = self.df_value
-        if qs.uses_quality:
-            out["quality"] = self.quality_value
-        return out
+        return self.plan.quantizer_options(name, targeted)
 
     @property
     def query_paths(self) -> int:
         """Model calls per image in one forward of the quantizer's classifier (the paths it checks)."""
-        if self.size == "model" or self.target_score is not None or self.downscaler:
-            return 1
-        if self.victims:
-            return len(self.victims)
-        if self.ensemble:
-            from .resize import DOWNSCALERS
-            return len(DOWNSCALERS)
-        return 2 if self.effective_victim in ("both", "pil+both") else 1
+        return self.plan.query_paths
 
     @property
     def overhead_queries(self) -> int:
         """Black box: the queries a row spends outside the attack, at most: the originals' check and
         the quantizer's forwards, each through every checked path."""
-        forwards = max(quantizer_spec(q).max_forwards(self.quantizer_steps) for q in self.quantizers)
-        return self.query_paths * (1 + forwards)
+        return self.plan.overhead_queries
 
     @property
     def fast(self) -> bool:
@@ -259,15 +165,13 @@ class Settings:
 
     @property
     def quantizer_gradients(self) -> int:
-        return 0 if attack_spec(self.attack).black_box else max(quantizer_spec(q).gradients for q in self.quantizers)
+        return self.plan.quantizer_gradients
 
     @property
     def attack_steps(self) -> int:
         """The attack's own budget: ``steps`` less the quantizer's gradients (white box), less the
         originals' check and the quantizer's queries (black box, :attr:`overhead_queries`)."""
-        if attack_spec(self.attack).black_box:
-            return self.steps - self.overhead_queries
-        return self.steps - self.quantizer_gradients
+        return self.plan.attack_steps
 
     @property
     def effective_victim(self) -> str:
@@ -310,18 +214,7 @@ class Settings:
     def verification_paths(self) -> tuple[str, ...]:
         """Where files are verified: ``model`` at model size; at native size the victim's PIL and
         float resizes, or the attacked downscaler(s) when ``downscaler`` / ``ensemble`` is set."""
-        if self.size == "model":
-            return ("model",)
-        if self.target_score is not None:
-            return ("file",)
-        if self.victims:
-            return tuple(self.victims)
-        if self.downscaler:
-            return (self.downscaler,)
-        if self.ensemble:
-            from .resize import DOWNSCALERS
-            return DOWNSCALERS
-        return ("float", "pil")
+        return self.plan.verify_paths
 
     def model_config(self, config):
         """The model's config with ``crop_pct`` overridden where asked."""
@@ -404,30 +297,30 @@ def _with_passes(model, settings: Settings):
 
 
 def attacked_model(model, settings: Settings, fast: bool = True):
-    """The classifier the attack and the quantizer go through: the model itself at model size,
-    the model behind its eval transform (victim's resize method) at native size; with ``fast``,
-    the network runs with the settings' precision, memory format and compilation."""
+    """The classifier the attack goes through: the model itself at model size, the model behind
+    the plan's attack pipelines at native size (:func:`paths_model`); with ``fast``, the network
+    runs with the settings' precision, memory format and compilation."""
+    plan = settings.plan
     if fast:
         model = _with_passes(model, settings)
-    if settings.size == "model" or settings.target_score is not None:
-        return model
-    from .models.protocol import MultiPathClassifier, ResizedClassifier, victim_method
+    if plan.one_member_max and plan.labels_only:  # --victims: the attack sees one pipeline's (N, C) logits
+        return single_pipeline(model, plan.attack_paths[0], plan.crop_pct)
+    return paths_model(model, plan, plan.attack_paths, plan.aggregation, plan.share)
 
-    crop = settings.crop_pct
-    if settings.victims:
-        from .pipelines import PipelineClassifier
-        a = attack_spec(settings.attack)
-        if a.labels_only or a.black_box:  # one pipeline: the attack sees (N, C) logits
-            return single_pipeline(model, settings.victims[0], crop)
-        return PipelineClassifier(model, settings.victims, aggregation=settings.aggregation, crop_pct=crop,
-                                  share=settings.share)
-    if settings.ensemble:
-        from .resize import DOWNSCALERS
-        return MultiPathClassifier(model, list(DOWNSCALERS), aggregation=settings.ensemble, crop_pct=crop)
-    if settings.effective_victim == "both":
-        return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")], crop_pct=crop)
-    victim = "pil" if settings.effective_victim == "pil+both" else settings.effective_victim
-    return ResizedClassifier(model, victim_method(model.config, victim, settings.downscaler), crop_pct=crop)
+
+def paths_model(model, plan: Plan, paths: tuple[str, ...], aggregation: str = "max", share: float = 0.0):
+    """``model`` behind ``paths`` (names of :class:`~advimage.plan.Plan`, as pipelines of
+    :mod:`advimage.pipelines`): itself for none; one pipeline's front (logits (N, C)) for one path
+    of the ``--victim`` / ``--downscaler`` spellings; else a
+    :class:`~advimage.pipelines.PipelineClassifier` (logits (N, P, C)), whose ``max`` gradient
+    runs through one member for ``--victims`` and through all of them for the older spellings."""
+    if not paths:
+        return model
+    specs = plan.specs(paths, model.config)
+    if len(specs) == 1 and not plan.one_member_max:
+        return single_pipeline(model, specs[0], plan.crop_pct)
+    return PipelineClassifier(model, specs, aggregation=aggregation, crop_pct=plan.crop_pct, share=share,
+                              one_member_max=plan.one_member_max)
 
 
 def single_pipeline(model, spec: str, crop_pct: float | None = None):
@@ -450,24 +343,20 @@ def attacked_cache(settings: Settings):
 
 
 def quantizer_model(model, settings: Settings, attacked, fast: bool = True):
-    """The classifier the quantizer goes through: the attack's, or both paths for ``pil+both``."""
-    if settings.victims:
-        from .pipelines import PipelineClassifier
-        if fast:
-            model = _with_passes(model, settings)
-        return PipelineClassifier(model, settings.victims, crop_pct=settings.crop_pct)
-    if settings.size == "native" and settings.effective_victim == "pil+both" and settings.target_score is None:
-        if fast:
-            model = _with_passes(model, settings)
-        from .models.protocol import MultiPathClassifier, victim_method
-
-        return MultiPathClassifier(model, [victim_method(model.config, v) for v in ("pil", "float")],
-                                   crop_pct=settings.crop_pct)
-    return attacked
+    """The classifier the quantizer goes through: the attack's where the plan's quantizer paths
+    are the attack's, else the model behind the quantizer paths (both paths for ``pil+both``,
+    every pipeline of ``--victims``)."""
+    plan = settings.plan
+    if plan.quantizer_paths == plan.attack_paths and plan.quantizer_aggregation == plan.aggregation \
+            and not plan.one_member_max:
+        return attacked
+    if fast:
+        model = _with_passes(model, settings)
+    return paths_model(model, plan, plan.quantizer_paths, plan.quantizer_aggregation)
 
 
 def verification_paths(settings: Settings) -> tuple[str, ...]:
-    return settings.verification_paths
+    return settings.plan.verify_paths
 
 
 def _read(item: ImageItem, config, settings: Settings) -> Tensor:
@@ -532,8 +421,8 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     qmodel = (quantizer_model(model, settings, attacked_model(model, settings, fast=False), fast=False)
               if settings.fast else quantizer_model(model, settings, attacked))
     logits0 = _logits(qmodel, x0)
-    targeted = settings.target is not None
-    regression = settings.target_score is not None
+    plan = settings.plan
+    targeted, regression = plan.targeted, plan.regression
     base_rows = [dict(file=str(it.path), key=key, height=int(x0.shape[-2]), width=int(x0.shape[-1]))
                  for it, key in zip(items, keys)]
     if regression:  # thesis App. A: the file must rate worse than the target score
@@ -557,7 +446,7 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
 
     def quant_crit_of(name: str):
         """The quantizer's criterion: the run's margin, or the quantizer's own ``+margin:κ``."""
-        kappa = settings.margin if quantizer_spec(name).margin is None else quantizer_spec(name).margin
+        kappa = plan.margin if quantizer_spec(name).margin is None else quantizer_spec(name).margin
         out = Margin(per_path, kappa) if kappa > 0 else per_path
         return AllPaths(out) if paths else out
 
@@ -569,39 +458,34 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
             attack_crit = crit
     already = crit.success(logits0)
     todo = (~already).nonzero().flatten()
-    aspec = attack_spec(settings.attack)
     result: list[list[Row]] = [[] for _ in range(n)]
     for j in already.nonzero().flatten().tolist():  # already adversarial: not attacked
         done = dict(score=base_rows[j]["original_score"]) if regression else dict(
             adversarial_label=int(pred0[j]), adversarial_name=model.class_name(int(pred0[j])))
-        for q in settings.quantizers:
+        for q in plan.quantizers:
             result[j].append(Row(**base_rows[j], **done, quantizer=q,
                                  status="misclassified", distortion=0.0, verified=True, forwards=1,
-                                 queries=settings.query_paths if aspec.black_box else 0))
+                                 queries=plan.query_paths if plan.black_box else 0))
     if not todo.numel():
         return result
     sub = crit.subset(todo)
     xs, xs_u8 = x0[todo], x0_u8[todo]
     x_start = xs
     compression: Tensor | None = None
-    if "jpeg" in settings.quantizers:
+    if "jpeg" in plan.quantizers:
         from .jpeg.io import compress
         # thesis §7.4.1: the attack starts from the JPEG-compressed original
-        plain = compress(xs_u8.cpu(), settings.quality_value).to(dev).float()
+        plain = compress(xs_u8.cpu(), plan.quality).to(dev).float()
         compression = distortion(plain, xs)
-        if all(q == "jpeg" for q in settings.quantizers):
+        if all(q == "jpeg" for q in plan.quantizers):
             x_start = plain
     torch.manual_seed(settings.seed)
-    params = dict(settings.attack_params)
-    if aspec.seeded:
-        params["seed"] = settings.seed
-    res = aspec.run(attacked, x_start, attack_crit.subset(todo), steps=settings.attack_steps, targeted=targeted,
-                    **params)
-    for q in settings.quantizers:
+    res = attack_spec(plan.attack).run(attacked, x_start, attack_crit.subset(todo), steps=plan.attack_steps,
+                                       targeted=targeted, **plan.attack_kwargs)
+    for q in plan.quantizers:
         qname = q
         qs = quantizer_spec(qname)
-        qr = qs.run(qmodel, xs, res.x_adv, quant_crit_of(qname).subset(todo),
-                    **settings.quantizer_options(qname, targeted))
+        qr = qs.run(qmodel, xs, res.x_adv, quant_crit_of(qname).subset(todo), **plan.quantizer_options(qname))
         for m, j in enumerate(todo.tolist()):
             data = qr.encode(m)
             row = Row(**base_rows[j], quantizer=qname, suffix=qs.suffix, data=data,
@@ -609,10 +493,10 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
                       quantize_success=bool(qr.success[m]), lam=_num(qr.lam[m]),
                       gradients=int(res.gradients[m]) + int(qr.gradients[m]),
                       forwards=1 + int(res.forwards[m]) + int(qr.forwards[m]),
-                      queries=_queries(settings, int(res.queries[m]), int(qr.forwards[m]), aspec.black_box),
+                      queries=_queries(plan, int(res.queries[m]), int(qr.forwards[m])),
                       compression_distortion=None if compression is None or qname != "jpeg"
                       else _num(compression[m]))
-            _check_budget(row, settings, aspec.black_box)
+            _check_budget(row, plan)
             one = _plain(sub).subset(torch.tensor([m], device=dev))
             if regression:
                 _verify_score(row, model, x0_u8[j], one)
@@ -622,20 +506,20 @@ def _run_group(model, attacked, items: list[ImageItem], keys: list[str], x0_u8: 
     return result
 
 
-def _queries(settings: Settings, attack_queries: int, quantizer_forwards: int, black_box: bool) -> int:
+def _queries(plan: Plan, attack_queries: int, quantizer_forwards: int) -> int:
     """A row's label queries: for black-box attacks every model call (the attack's, the originals'
     check and the quantizer's forwards, each through every checked path); 0 for white-box rows."""
-    if not black_box:
+    if not plan.black_box:
         return attack_queries
-    return attack_queries + settings.query_paths * (1 + quantizer_forwards)
+    return attack_queries + plan.query_paths * (1 + quantizer_forwards)
 
 
-def _check_budget(row: Row, settings: Settings, black_box: bool) -> None:
+def _check_budget(row: Row, plan: Plan) -> None:
     """A row never spends more than ``steps`` of its budget unit; anything else is a bug here."""
-    spent = row.queries if black_box else row.gradients
-    if spent > settings.steps:
-        raise RuntimeError(f"{row.file}: {settings.attack} + {row.quantizer} spent {spent} "
-                           f"{'queries' if black_box else 'gradients'} for a budget of {settings.steps}")
+    spent = row.queries if plan.black_box else row.gradients
+    if spent > plan.steps:
+        raise RuntimeError(f"{row.file}: {plan.attack} + {row.quantizer} spent {spent} "
+                           f"{'queries' if plan.black_box else 'gradients'} for a budget of {plan.steps}")
 
 
 def _plain(crit):
@@ -675,19 +559,20 @@ def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
     row.distortion = _num(distortion(x_file[None], x0_u8[None].float())[0])
     row.psnr = _num(psnr(x_file[None], x0_u8[None].float())[0])
     config = settings.model_config(model.config)
-    inputs = verify.model_inputs(file, config, verification_paths(settings))
+    plan = settings.plan
+    inputs = verify.model_inputs(file, config, plan.verify_paths)
     paths: dict[str, bool | None] = {}
     pred_main = None
     for p, xin in inputs.items():
         if xin is None:
             paths[p] = None
             continue
-        logits = (classify_input(model, p, xin[None].to(model.device)) if settings.victims
+        logits = (classify_input(model, p, xin[None].to(model.device)) if plan.one_member_max
                   else model(xin[None].to(model.device)))
         paths[p] = bool(crit.success(logits)[0])
         room = -float(crit.loss(logits)[0])
         row.file_margin = room if row.file_margin is None else min(row.file_margin, room)
-        if pred_main is None or p in ("pil", settings.downscaler):
+        if pred_main is None or p == plan.main_path:  # the main path's, else the first path's with an input
             pred_main = int(logits.argmax(1)[0])
     row.verified_paths = paths
     row.verified = all(v for v in paths.values() if v is not None) and any(v is not None for v in paths.values())

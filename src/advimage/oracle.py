@@ -63,7 +63,7 @@ class LossOracle(_Counter):
         self.charge(self.gradients, self.max_gradients, "gradients", None)
         if getattr(self.model, "aggregation", "max") in ("avg", "worst"):
             return self._ensemble_loss_and_grad(x, loss_fn)
-        if hasattr(self.model, "member"):  # max over members that run one at a time (PipelineClassifier)
+        if getattr(self.model, "one_member_max", False):  # max over members run one at a time (PipelineClassifier)
             return self._max_member_loss_and_grad(x, loss_fn)
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():

@@ -405,10 +405,14 @@ class PipelineClassifier(nn.Module):
     The P crops go through the network as one batch per precision (fp32 members together, bf16
     ones under autocast). ``fronts``, ``members`` and ``aggregation`` are what the loss oracle's
     ensemble gradients use (thesis §9.4.5; see :class:`~advimage.models.protocol.MultiPathClassifier`).
+    one_member_max: the oracle's ``max`` gradient backpropagates only the member attaining the max
+    (:meth:`member`; ``--victims``); False: one backward through every member, as
+    :class:`~advimage.models.protocol.MultiPathClassifier` does (the ``--victim`` and ``--ensemble``
+    spellings, whose rows stay bit-identical to that class's).
     """
 
     def __init__(self, base: nn.Module, specs: Sequence[str], aggregation: str = "max",
-                 crop_pct: float | None = None, share: float = 0.0) -> None:
+                 crop_pct: float | None = None, share: float = 0.0, one_member_max: bool = True) -> None:
         from .models.protocol import AGGREGATIONS
 
         super().__init__()
@@ -424,6 +428,7 @@ class PipelineClassifier(nn.Module):
         self.aggregation = aggregation
         self.crop_pct = crop_pct
         self.share = float(share)
+        self.one_member_max = bool(one_member_max)
         self.config = base.config
         self.class_names: list[str] = [str(n) for n in getattr(base, "class_names")]  # noqa: B009
         self._shared: dict[tuple[int, int], PipelineClassifier] = {}
@@ -439,7 +444,7 @@ class PipelineClassifier(nn.Module):
             groups = share(self.specs, self.config, size, self.share, self.crop_pct)
             self._shared[size] = (self if len(groups) == len(self.specs) else
                                   PipelineClassifier(self.base, [g[0] for g in groups], self.aggregation,
-                                                     self.crop_pct))
+                                                     self.crop_pct, one_member_max=self.one_member_max))
         return self._shared[size]
 
     def _net(self, precision: str) -> nn.Module:

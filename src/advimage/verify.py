@@ -4,10 +4,11 @@ and classified the ways users meet.
 
 * ``model``: the decoded pixels as they are (files written at the model's resolution);
 * ``float``: torchvision's ``resize`` (shorter side, the model's interpolation, antialias) and
-  ``center_crop`` on the decoded *float tensor*;
+  ``center_crop`` on the decoded *float tensor*: the pipeline ``torch-<f>`` (f: the model's
+  interpolation, :func:`victim_pipeline`);
 * ``pil``: torchvision's ``Resize`` + ``CenterCrop`` on the decoded *PIL image* (Pillow's
   resampling, 8-bit rounding after the resize: what timm's and torchvision's default eval
-  transforms do), then to a tensor;
+  transforms do), then to a tensor: the pipeline ``pil-<f>``;
 * a pipeline spec (:mod:`advimage.pipelines`: ``pil-lanczos``, ``cv2-area``, ``torch-bicubic-noaa``,
   ``pil-bicubic+jpeg:90``, a §9.3 downscaler, ...): that pipeline's real libraries on the bytes.
 """
@@ -52,6 +53,15 @@ def eval_pil(img: Image.Image, config) -> Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
 
 
+def victim_pipeline(path: str, config) -> str | None:
+    """The deployed pipeline (:mod:`advimage.pipelines`) of victim path ``pil`` or ``float`` for a
+    model of ``config``: ``pil-<f>`` / ``torch-<f>`` with its interpolation f (bicubic, bilinear);
+    None for another interpolation (nearest: :func:`eval_pil` / :func:`eval_float` themselves)."""
+    if config.interpolation not in ("bicubic", "bilinear"):
+        return None
+    return f"{'pil' if path == 'pil' else 'torch'}-{config.interpolation}"
+
+
 def model_inputs(file: codec.Decoded, config, paths: tuple[str, ...]) -> dict[str, Tensor | None]:
     """What each verification path feeds the model for one decoded file: {path: (3, S, S) or None}
     (None: a PIL path on a ``.npy`` file)."""
@@ -60,6 +70,9 @@ def model_inputs(file: codec.Decoded, config, paths: tuple[str, ...]) -> dict[st
     for p in paths:
         if p == "model":
             out[p] = x.float()
+        elif p in ("float", "pil") and (spec := victim_pipeline(p, config)) is not None:
+            # the victim's pipeline by its own library (a .npy file has no PIL image)
+            out[p] = None if file.is_array and p == "pil" else pipelines.parse(spec).model_input(file, config)
         elif p == "float":
             out[p] = eval_float(x.float(), config)
         elif p == "pil":

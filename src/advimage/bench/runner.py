@@ -34,7 +34,6 @@ import contextlib
 import csv
 import dataclasses
 import json
-import math
 import os
 import re
 import time
@@ -56,6 +55,7 @@ from ..engine import Settings as EngineSettings
 from ..engine import attacked_cache, run_batch
 from ..images import ImageReadError, load_for_model, read_image
 from ..models import PixelClassifier
+from ..plan import check_df
 from ..progress import progress_bar, stderr_console
 from ..quantize import AUTO
 from ..quantize import spec as quantizer_spec
@@ -399,8 +399,10 @@ def run_benchmark(images: str | os.PathLike | Sequence[str | os.PathLike] | Sequ
         raise ConfigError("batch_size must be >= 1")
     if limit is not None and limit < 1:
         raise ConfigError("limit must be >= 1 (or None for all images)")
-    if df is not None and not (math.isinf(df) or (df >= 0 and df == int(df))):
-        raise ConfigError(f"df must be a non-negative integer or inf, got {df}")
+    try:
+        check_df(df)  # the engine's own check, before any image is read
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if gallery < 0:
         raise ConfigError("gallery must be >= 0")
 

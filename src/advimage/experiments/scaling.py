@@ -107,13 +107,14 @@ def prepare_bases(items: list[ImageItem], folder: Path, size: int = BASE_SIZE) -
 
 # -- classification through each downscaler ---------------------------------------------------
 class MemberPanel:
-    """The model behind each of the six downscalers (whole image, ``crop_pct`` 1)."""
+    """The model behind each of the six downscalers (whole image, ``crop_pct`` 1), each the
+    differentiable front of its pipeline (:mod:`advimage.pipelines`), as the engine attacks it."""
 
     def __init__(self, model: Any, methods: tuple[str, ...] = DOWNSCALERS) -> None:
-        from ..models.protocol import ResizedClassifier
+        from ..engine import single_pipeline
 
         self.methods = methods
-        self.members = {m: ResizedClassifier(model, m, crop_pct=1.0) for m in methods}
+        self.members = {m: single_pipeline(model, m, crop_pct=1.0) for m in methods}
         self.device = model.device
 
     @torch.no_grad()
