@@ -47,16 +47,16 @@ def _old_quantizer_model(model, settings, attacked, fast=True):
     return attacked
 
 
-def _old_model_inputs(data, suffix, config, paths):
-    x = codec.decode(data, suffix)
+def _old_model_inputs(file, config, paths):
+    x = file.pixels
     out = {}
     for p in paths:
         if p == "float":
             out[p] = verify.eval_float(x.float(), config)
         elif p == "pil":
-            out[p] = None if suffix == ".npy" else verify.eval_pil(codec.decode_pil(data), config)
+            out[p] = None if file.is_array else verify.eval_pil(file.pil, config)
         else:
-            out.update(_NEW_MODEL_INPUTS(codec.decode_file(data, suffix), config, (p,)))
+            out.update(_NEW_MODEL_INPUTS(file, config, (p,)))
     return out
 
 
@@ -163,7 +163,7 @@ def test_victim_paths_equal_their_pipelines(interp, hw, crop_pct, suffix):
         np.save(buf, x.float().numpy() + 0.3)
         data = buf.getvalue()
     new = verify.model_inputs(codec.decode_file(data, suffix), config, ("float", "pil"))
-    old = _old_model_inputs(data, suffix, config, ("float", "pil"))
+    old = _old_model_inputs(codec.decode_file(data, suffix), config, ("float", "pil"))
     assert torch.equal(new["float"], old["float"])
     assert (new["pil"] is None) == (old["pil"] is None) == (suffix == ".npy")
     if new["pil"] is not None:
@@ -176,7 +176,7 @@ def test_nearest_interpolation_keeps_torchvisions_transform():
     assert verify.victim_pipeline("pil", config) is None
     data = codec.encode_png(_photo(45, 60, seed=4))
     new = verify.model_inputs(codec.decode_file(data, ".png"), config, ("float", "pil"))
-    old = _old_model_inputs(data, ".png", config, ("float", "pil"))
+    old = _old_model_inputs(codec.decode_file(data, ".png"), config, ("float", "pil"))
     assert all(torch.equal(new[p], old[p]) for p in ("float", "pil"))
     assert verify.victim_pipeline("float", SimpleNamespace(interpolation="bilinear")) == "torch-bilinear"
     assert pipelines.parse(verify.victim_pipeline("pil", SimpleNamespace(interpolation="bicubic"))).library == "pil"
