@@ -98,6 +98,9 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
                         "verification through all")
     p.add_argument("--aggregation", default="max", choices=["avg", "worst", "max"],
                    help="with --victims: how the attack combines the pipelines' gradients (thesis §9.4.5)")
+    p.add_argument("--jpeg-backward", default="identity", choices=["identity", "cubic"],
+                   help="with --victims holding a +jpeg:Q pipeline: the gradient of its re-encode (identity: "
+                        "BPDA's straight-through; cubic: JPEG's own DCT rounding, smoothed, 4:2:0)")
     p.add_argument("--share", type=float, default=0.1,
                    help="with --victims: pipelines whose resizes differ by at most this relative amount on noise "
                         "share one attack member (0: the attack goes through every pipeline)")
@@ -237,7 +240,8 @@ def _validate(args) -> "Settings":
                         quality=args.quality, target=args.target, size=args.size, victim=args.victim,
                         downscaler=args.downscaler, seed=args.seed, margin=args.margin,
                         ensemble=args.ensemble, target_score=args.target_score, victims=args.victims,
-                        aggregation=args.aggregation, share=args.share, **pass_options(args))
+                        aggregation=args.aggregation, share=args.share, jpeg_backward=args.jpeg_backward,
+                        **pass_options(args))
     except (ValueError, TypeError, UnknownAttackError) as exc:
         fail(str(exc))
 

@@ -90,6 +90,10 @@ class Settings:
     passes for the attack (:mod:`advimage.models.fast`); the originals' check, the quantizer and
     the files' verification stay in fp32 with the model as loaded (bf16 floats that fool bf16 passes
     mostly do not fool fp32 ones: docs/results.md).
+    victims (deployed pipelines of :mod:`advimage.pipelines`, a set name or specs), aggregation,
+    share: see :class:`~advimage.plan.Plan`; jpeg_backward: the gradient of the victims' ``+jpeg:Q``
+    re-encode (``identity``, BPDA's straight-through, or ``cubic``:
+    :func:`~advimage.jpeg.transform.soft_roundtrip` at 4:2:0).
     """
 
     attack: str = "bp"
@@ -114,6 +118,7 @@ class Settings:
     victims: tuple[str, ...] | str | None = None
     aggregation: str = "max"
     share: float = 0.1
+    jpeg_backward: str = "identity"
 
     def __post_init__(self) -> None:
         a = attack_spec(self.attack)  # unknown names raise with the valid ones
@@ -204,6 +209,8 @@ class Settings:
         elif self.victims:  # only when set, so that the stores of earlier runs keep their hash
             out.update(victims=list(self.victims), aggregation=self.aggregation, share=self.share,
                        crop_pct=self.crop_pct)
+            if self.jpeg_backward != "identity":  # only when set, so that earlier stores keep their hash
+                out["jpeg_backward"] = self.jpeg_backward
         elif self.size == "native":
             out.update(victim=self.effective_victim, downscaler=self.downscaler)
             if self.ensemble is not None or self.crop_pct is not None:
@@ -304,7 +311,7 @@ def attacked_model(model, settings: Settings, fast: bool = True):
     if fast:
         model = _with_passes(model, settings)
     if plan.one_member_max and plan.labels_only:  # --victims: the attack sees one pipeline's (N, C) logits
-        return single_pipeline(model, plan.attack_paths[0], plan.crop_pct)
+        return single_pipeline(model, plan.attack_paths[0], plan.crop_pct, plan.jpeg_backward)
     return paths_model(model, plan, plan.attack_paths, plan.aggregation, plan.share)
 
 
@@ -318,18 +325,20 @@ def paths_model(model, plan: Plan, paths: tuple[str, ...], aggregation: str = "m
         return model
     specs = plan.specs(paths, model.config)
     if len(specs) == 1 and not plan.one_member_max:
-        return single_pipeline(model, specs[0], plan.crop_pct)
+        return single_pipeline(model, specs[0], plan.crop_pct, plan.jpeg_backward)
     return PipelineClassifier(model, specs, aggregation=aggregation, crop_pct=plan.crop_pct, share=share,
-                              one_member_max=plan.one_member_max)
+                              one_member_max=plan.one_member_max, jpeg_backward=plan.jpeg_backward)
 
 
-def single_pipeline(model, spec: str, crop_pct: float | None = None):
-    """``model`` behind one pipeline's front, in its precision: (N, 3, H, W) -> logits (N, C)."""
+def single_pipeline(model, spec: str, crop_pct: float | None = None, jpeg_backward: str = "identity"):
+    """``model`` behind one pipeline's front, in its precision: (N, 3, H, W) -> logits (N, C)
+    (``jpeg_backward``: the gradient of a ``+jpeg:Q`` stage, :data:`~advimage.pipelines.JPEG_BACKWARDS`)."""
     from .models.protocol import WrappedClassifier
     from .pipelines import parse
 
     p = parse(spec)
-    return WrappedClassifier(fast_classifier(model, precision=p.precision), p.front(model.config, crop_pct))
+    return WrappedClassifier(fast_classifier(model, precision=p.precision),
+                             p.front(model.config, crop_pct, jpeg_backward))
 
 
 def attacked_cache(settings: Settings):

@@ -27,8 +27,9 @@ Each pipeline has two implementations that are tested equal:
   (exact, straight-through rounding); torchvision: its own float resize; OpenCV: the values of
   ``cv2.resize`` itself on the rounded pixels (exact on integral inputs, as the quantizer's
   candidates are), gradient through the transpose of the float weights read off OpenCV;
-  ``+round``: straight-through; ``+jpeg``: Pillow's real re-encode, identity backward (BPDA,
-  Athalye, Carlini & Wagner, ICML 2018, §4.1).
+  ``+round``: straight-through; ``+jpeg``: Pillow's real re-encode, with BPDA's backward (Athalye,
+  Carlini & Wagner, ICML 2018, §4.1): the identity, or (``jpeg_backward="cubic"``) the gradient of
+  :func:`~advimage.jpeg.transform.soft_roundtrip` at 4:2:0, which damps what the re-encode erases.
 
 :class:`PipelineClassifier` runs one model behind several pipelines: logits (N, P, C), the
 multi-path form the criteria (:class:`~advimage.criteria.AllPaths`) and the loss oracle's
@@ -51,6 +52,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from . import codec
+from .jpeg.transform import soft_roundtrip
 from .models.classifier import predict_classes
 from .models.fast import fast_classifier
 from .registry import Registry, UnknownNameError
@@ -62,6 +64,9 @@ SYNTAX = "RESIZE[+round][+bf16][+jpeg:Q]"
 TORCH_FILTERS = ("bilinear", "bicubic")
 CV2_FILTERS = ("area", "linear", "cubic", "lanczos")
 PRECISIONS = ("fp32", "bf16")
+#: the gradient of a ``+jpeg:Q`` stage (its value is always Pillow's real re-encode): ``identity``
+#: (BPDA's straight-through) or ``cubic`` (:func:`advimage.jpeg.transform.soft_roundtrip` at 4:2:0)
+JPEG_BACKWARDS = ("identity", "cubic")
 
 #: the deployed-pipeline matrix of issue 24: what ``--victims common`` must fool
 COMMON = ("pil-bilinear", "pil-bicubic", "pil-lanczos",
@@ -166,9 +171,10 @@ class Pipeline:
         return x.clamp(0, 255).round() if self.round else x
 
     # -- the differentiable layer --------------------------------------------------------------
-    def front(self, config: Any, crop_pct: float | None = None) -> "PipelineFront":
-        """The differentiable layer of this pipeline (everything before the network)."""
-        return PipelineFront(self, config, crop_pct)
+    def front(self, config: Any, crop_pct: float | None = None, jpeg_backward: str = "identity") -> "PipelineFront":
+        """The differentiable layer of this pipeline (everything before the network); ``jpeg_backward``:
+        the gradient of its re-encode, one of :data:`JPEG_BACKWARDS`."""
+        return PipelineFront(self, config, crop_pct, jpeg_backward)
 
     def linear_part(self) -> "Pipeline":
         """The same resize without rounding, precision or re-encode (what :func:`share` compares)."""
@@ -345,17 +351,26 @@ class PipelineFront(nn.Module):
     """A pipeline's layers before the network: float (N, 3, H, W) in [0, 255], any H, W ->
     (N, 3, S, S). Exact where the pipeline is (module docstring); differentiable everywhere."""
 
-    def __init__(self, pipeline: Pipeline, config: Any, crop_pct: float | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, config: Any, crop_pct: float | None = None,
+                 jpeg_backward: str = "identity") -> None:
         super().__init__()
+        if jpeg_backward not in JPEG_BACKWARDS:
+            raise PipelineError(f"unknown JPEG backward {jpeg_backward!r}; valid: {', '.join(JPEG_BACKWARDS)}")
         self.pipeline = pipeline
+        self.jpeg_backward = jpeg_backward
         self.input_size, self.scale_size = _sizes(config, crop_pct)
 
     def forward(self, x: Tensor) -> Tensor:
         p = self.pipeline
         if x.dim() != 4:
             raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if p.jpeg is not None:  # BPDA: the real re-encode forward, identity backward
-            x = _straight_through(x, _jpeg_roundtrip(x, p.jpeg))
+        if p.jpeg is not None:  # BPDA: the real re-encode forward, an approximation's backward
+            exact = _jpeg_roundtrip(x, p.jpeg)
+            if self.jpeg_backward == "cubic" and torch.is_grad_enabled() and x.requires_grad:
+                approx = soft_roundtrip(x, p.jpeg, subsampling=True)
+                x = approx + (exact.to(approx.dtype) - approx).detach()
+            else:
+                x = _straight_through(x, exact)
         H, W = x.shape[-2:]
         out_hw = shorter_side_size(H, W, self.scale_size)
         S = self.input_size
@@ -396,7 +411,8 @@ class PipelineFront(nn.Module):
         return _straight_through(linear, exact)
 
     def extra_repr(self) -> str:
-        return f"{self.pipeline.spec!r}, input_size={self.input_size}, scale_size={self.scale_size}"
+        back = f", jpeg_backward={self.jpeg_backward!r}" if self.pipeline.jpeg is not None else ""
+        return f"{self.pipeline.spec!r}, input_size={self.input_size}, scale_size={self.scale_size}{back}"
 
 
 class PipelineClassifier(nn.Module):
@@ -408,11 +424,13 @@ class PipelineClassifier(nn.Module):
     one_member_max: the oracle's ``max`` gradient backpropagates only the member attaining the max
     (:meth:`member`; ``--victims``); False: one backward through every member, as
     :class:`~advimage.models.protocol.MultiPathClassifier` does (the ``--victim`` and ``--ensemble``
-    spellings, whose rows stay bit-identical to that class's).
+    spellings, whose rows stay bit-identical to that class's). jpeg_backward: the gradient of the
+    ``+jpeg:Q`` members' re-encode (:data:`JPEG_BACKWARDS`).
     """
 
     def __init__(self, base: nn.Module, specs: Sequence[str], aggregation: str = "max",
-                 crop_pct: float | None = None, share: float = 0.0, one_member_max: bool = True) -> None:
+                 crop_pct: float | None = None, share: float = 0.0, one_member_max: bool = True,
+                 jpeg_backward: str = "identity") -> None:
         from .models.protocol import AGGREGATIONS
 
         super().__init__()
@@ -423,7 +441,8 @@ class PipelineClassifier(nn.Module):
             raise PipelineError("a pipeline classifier needs at least one pipeline")
         self.base: Any = base  # a classifier (config, class names, device), not only a module
         self.specs = [p.spec for p in pipes]
-        self.fronts = nn.ModuleList([p.front(base.config, crop_pct) for p in pipes])
+        self.fronts = nn.ModuleList([p.front(base.config, crop_pct, jpeg_backward) for p in pipes])
+        self.jpeg_backward = jpeg_backward
         self.precisions = [p.precision for p in pipes]
         self.aggregation = aggregation
         self.crop_pct = crop_pct
@@ -444,7 +463,8 @@ class PipelineClassifier(nn.Module):
             groups = share(self.specs, self.config, size, self.share, self.crop_pct)
             self._shared[size] = (self if len(groups) == len(self.specs) else
                                   PipelineClassifier(self.base, [g[0] for g in groups], self.aggregation,
-                                                     self.crop_pct, one_member_max=self.one_member_max))
+                                                     self.crop_pct, one_member_max=self.one_member_max,
+                                                     jpeg_backward=self.jpeg_backward))
         return self._shared[size]
 
     def _net(self, precision: str) -> nn.Module:

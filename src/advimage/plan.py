@@ -61,6 +61,7 @@ class SettingsLike(Protocol):
     victims: tuple[str, ...] | str | None
     aggregation: str
     share: float
+    jpeg_backward: str
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ class Plan:
     through), combined by ``quantizer_aggregation``; verify_paths: those each file is verified
     through (the row's ``verified_paths`` keys); main_path: the one whose prediction is the row's
     ``adversarial_label``. share: the tolerance under which near-identical attack pipelines share
-    one member. one_member_max: the ``max`` gradient backpropagates the member attaining the max
+    one member. jpeg_backward: the gradient of the ``+jpeg:Q`` pipelines' re-encode (identity, BPDA's
+    usual choice, or cubic: :func:`advimage.jpeg.transform.soft_roundtrip`). one_member_max: the
+    ``max`` gradient backpropagates the member attaining the max
     only (``--victims``); otherwise every member at once, as the ``--victim`` / ``--ensemble``
     spellings always did. Budget: ``steps`` of the attack's unit = ``attack_steps`` +
     ``quantizer_gradients`` (white box) or + ``overhead_queries`` (black box: the originals' check
@@ -105,6 +108,7 @@ class Plan:
     share: float
     crop_pct: float | None
     one_member_max: bool
+    jpeg_backward: str
     steps: int
     attack_steps: int
     quantizer_gradients: int
@@ -202,6 +206,7 @@ def resolve(s: SettingsLike) -> Plan:
             raise ValueError("a regressor is attacked at native size, without downscaler or ensemble")
     if s.victims is not None:
         _check_victims(s)
+    _check_jpeg_backward(s, a)
     from .models.fast import PRECISIONS
     if s.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {s.precision!r}; valid: {', '.join(PRECISIONS)}")
@@ -228,6 +233,7 @@ def resolve(s: SettingsLike) -> Plan:
                 margin=margin, attack_paths=attack_paths, aggregation=aggregation, quantizer_paths=quantizer_paths,
                 quantizer_aggregation=quantizer_aggregation, verify_paths=verify_paths, main_path=main_path,
                 share=float(s.share) if s.victims else 0.0, crop_pct=s.crop_pct, one_member_max=bool(s.victims),
+                jpeg_backward=s.jpeg_backward,
                 steps=s.steps, attack_steps=attack_steps, quantizer_gradients=quantizer_gradients,
                 query_paths=query_paths, overhead_queries=overhead_queries)
 
@@ -268,6 +274,21 @@ def _check_victims(s: SettingsLike) -> None:
         raise ValueError(f"unknown aggregation {s.aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
     if not (0 <= s.share and math.isfinite(s.share)):
         raise ValueError(f"share must be a finite tolerance >= 0, got {s.share}")
+
+
+def _check_jpeg_backward(s: SettingsLike, a: AttackSpec) -> None:
+    """jpeg_backward is a known name, and a gradient goes through a ``+jpeg:Q`` pipeline of victims."""
+    from .pipelines import JPEG_BACKWARDS, parse
+
+    if s.jpeg_backward not in JPEG_BACKWARDS:
+        raise ValueError(f"unknown jpeg_backward {s.jpeg_backward!r}; valid: {', '.join(JPEG_BACKWARDS)}")
+    if s.jpeg_backward == "identity":
+        return
+    if not s.victims or not any(parse(v).jpeg is not None for v in s.victims):
+        raise ValueError(f"jpeg_backward {s.jpeg_backward!r} is the gradient of a '+jpeg:Q' pipeline: give victims "
+                         "with one (e.g. victims='common')")
+    if a.black_box:
+        raise ValueError(f"jpeg_backward {s.jpeg_backward!r} shapes gradients; attack {s.attack!r} is black box")
 
 
 def _refuse_ignored_options(s: SettingsLike, a: AttackSpec) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..jpeg.io import clamp_coefficients, compress
-from ..jpeg.transform import decode_like_libjpeg, from_dct, to_dct
+from ..jpeg.transform import decode_like_libjpeg, from_dct, soft_roundtrip, to_dct
 from ..models.protocol import WrappedClassifier
 from .registry import register
 
@@ -95,10 +95,8 @@ class JpegCompression(nn.Module):
             return out
         if self.backward == "identity":
             approx = x
-        else:  # "cubic": J^-1 (round(X) + (X - round X)^3), round(X) treated as a constant
-            coeffs = to_dct(x, self.quality)
-            r = coeffs.detach().round()
-            approx = from_dct(r + (coeffs - r) ** 3, self.quality, tuple(x.shape[-2:]))
+        else:  # "cubic": J^-1 (round(X) + (X - round X)^3), round(X) treated as a constant (4:4:4)
+            approx = soft_roundtrip(x, self.quality)
         return approx + (out - approx).detach()  # value: true JPEG; gradient: approx's
 
     def extra_repr(self) -> str:

@@ -207,6 +207,37 @@ def from_dct(coeffs: Tensor, quality: int, size: tuple[int, int] | None = None) 
     return apply_j_inverse(coeffs, quality, size) + 128.0
 
 
+def soft_roundtrip(x: Tensor, quality: int, *, subsampling: bool = False) -> Tensor:
+    """A differentiable stand-in for a JPEG round trip of float pixels (N, 3, H, W) -> same shape.
+
+    ``J^-1(round(X) + (X - round X)^3)`` per channel, with X = the quantized DCT coefficients of
+    the YCbCr planes: Shin & Song's cubic approximation of rounding (NeurIPS-W 2017, "JPEG-resistant
+    adversarial images"), whose derivative ``3 (X - round X)^2`` vanishes on coefficients
+    that rounding pins (those near an integer, the zeros of flat areas included) and peaks on those
+    about to flip. ``subsampling``: 4:2:0 as Pillow's default encoder, the chroma planes averaged
+    over 2x2 pixels before their DCT and repeated after (libjpeg averages too; it upsamples with a
+    triangle filter, which this ignores). For gradients (BPDA, Athalye et al. 2018): its values
+    are close to a real encoder's, not equal (no rounding of YCbCr samples, no clipping).
+    """
+    _check_pixels(x)
+    h, w = x.shape[-2:]
+    ycc = rgb_to_ycbcr(x) - 128.0
+    planes = [ycc[:, :1], ycc[:, 1:]]
+    if subsampling:
+        c = F.pad(planes[1], (0, w % 2, 0, h % 2), mode="replicate")
+        planes[1] = F.avg_pool2d(c, 2)
+    steps = quant_tables(quality).to(device=x.device, dtype=x.dtype)
+    out = []
+    for plane, step in zip(planes, steps):
+        ph, pw = plane.shape[-2:]
+        coeffs = block_dct(pad_to_blocks(plane)) / step
+        r = coeffs.detach().round()
+        out.append(block_idct((r + (coeffs - r) ** 3) * step)[..., :ph, :pw])
+    if subsampling:
+        out[1] = out[1].repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :h, :w]
+    return ycbcr_to_rgb(torch.cat(out, 1) + 128.0)
+
+
 def _fix(v: float, bits: int = 16) -> int:
     return int(v * (1 << bits) + 0.5)
 
