@@ -11,7 +11,9 @@ torchvision, OpenCV, bf16 autocast, Pillow's JPEG re-encode). Configurations:
   ``common-m0``: ``common`` at margin 0; with ``default`` and ``common`` they split the price
   between the resizes, the other stages and the noise margin (on the first ``--split-limit`` images);
 - ``common-avg``, ``common-worst``: ``common`` with the members' gradients averaged (EOT) or of the
-  member farthest from its boundary (thesis §9.4.5), on the first ``--split-limit`` images.
+  member farthest from its boundary (thesis §9.4.5), on the first ``--split-limit`` images;
+- ``common-cubic``: ``common`` with the q90 re-encode's gradient through JPEG's smoothed DCT
+  rounding (``jpeg_backward="cubic"``) instead of the identity, on the first ``--split-limit`` images.
 
 Rows go to a JSONL file as they come (``--out`` + ``.jsonl``; a rerun resumes), the summary to
 ``--out`` (JSON) and a table. Not a test; CPU times depend on the machine.
@@ -37,6 +39,7 @@ CONFIGS = {
     "common-m0": dict(victims="common", margin=0.0),
     "common-avg": dict(victims="common", aggregation="avg"),
     "common-worst": dict(victims="common", aggregation="worst"),
+    "common-cubic": dict(victims="common", jpeg_backward="cubic"),
 }
 
 
