@@ -115,3 +115,54 @@ def test_split_is_by_photo_and_stable():
     for left, top, right, bottom in boxes:
         assert right - left == bottom - top and 187 <= right - left <= 375
         assert 0 <= left and right <= 500 and 0 <= top and bottom <= 375
+
+
+def _small(photos: Path, *extra: str) -> list[str]:
+    return ["experiment", "stego-table", str(photos), "--model", bench_tiny.TINY, "--out", "run", "--size", "32",
+            "--train-crops", "3", "--test-crops", "1", "--test-fraction", "0.4", "--steps", "8", "--fgsm-steps", "8",
+            "--quantizer-steps", "4", "--gina-steps", "2", "--tables", "8.3", "--quantizers", "smart", "gina",
+            "--dfs", "1", "--features", "scrmq1", "--detectors", "ridge", "--srnet-epochs", "2",
+            "--batch-size", "2", "--processes", "1", "--quiet", "--device", "cpu", *extra]
+
+
+def test_stego_table_resumes_bit_for_bit(photos, tmp_path, monkeypatch):
+    import warnings
+
+    from advimage import engine
+
+    warnings.simplefilter("ignore")  # the corrupt photo's warning
+    first = tmp_path / "a"
+    first.mkdir()
+    monkeypatch.chdir(first)
+    assert main(_small(photos)) == 0
+    table = (first / "run" / "tables.md").read_bytes()
+    assert b"Command: `advimage experiment stego-table" in table and b"--out run" in table
+    files = sorted((first / "run" / "adv").rglob("*.png"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    with pytest.raises(SystemExit, match="--resume"):  # a second call must say it continues
+        main(_small(photos))
+    with pytest.raises(SystemExit, match="gina_steps"):  # and with the same options
+        main(_small(photos, "--resume") + ["--gina-steps", "3"])
+    assert main(_small(photos, "--resume")) == 0
+    assert (first / "run" / "tables.md").read_bytes() == table
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # nothing made again
+
+    # an interrupted run, resumed, ends with the same table as the uninterrupted one
+    second = tmp_path / "b"
+    second.mkdir()
+    monkeypatch.chdir(second)
+    calls = {"n": 0}
+    verify = engine.verify_row
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # in a later batch of the training pairs
+            raise KeyboardInterrupt
+        return verify(*args, **kwargs)
+    monkeypatch.setattr(engine, "verify_row", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(_small(photos))
+    monkeypatch.setattr(engine, "verify_row", verify)
+    assert (second / "run" / "adv").is_dir() and not (second / "run" / "tables.md").exists()
+    assert main(_small(photos, "--resume")) == 0
+    assert (second / "run" / "tables.md").read_bytes() == table

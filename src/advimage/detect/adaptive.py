@@ -13,6 +13,12 @@ Any attack or quantizer that takes a criterion (PGD, FGSM, CW, BP; smart, HILL, 
 then descends the worse of the two terms, the same composition as
 :class:`~advimage.criteria.AllPaths` over several views. The rich-model detectors (SRM, SCRMQ1)
 count quantized residuals in histograms and have no gradient; SRNet or any torch detector does.
+
+A quantizer linearizes the loss at the attack's output, and the gradient of a max is the active
+term's: where the classifier's margin is the thinner one, the quantizer moves along the
+classifier's gradient alone and its file may be caught although the float image was not (on the
+linear models of tests/test_adaptive.py, ``smart`` and ``hill`` fail there where ``gina``, whose
+lattices are re-checked one by one, keeps the file hidden).
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ class Detection:
         return np.stack([read_rgb(self.out / folder / f) for f in files])
 
     def srnet(self) -> dict[str, Any]:
-        """SRNet trained on the training pairs (``--srnet-epochs``, checkpoint in OUT/srnet, so an
-        interrupted training resumes), then TPR₅ per test variant."""
+        """SRNet trained on the training pairs (``--srnet-epochs``, checkpoint in OUT/srnet/e<epochs>-b<batch>,
+        so an interrupted training resumes), then TPR₅ per test variant."""
         from ..detect.metrics import threshold_at_fpr
         from ..detect.srnet import SRNetDetector, train_srnet
 
@@ -111,7 +111,8 @@ class Detection:
         trained = train_srnet(self._images("covers", [c for c, _ in pairs]),
                               self._images(f"adv/{self.plan.train.name}", [a for _, a in pairs]),
                               epochs=args.srnet_epochs, batch_pairs=args.srnet_batch_pairs, seed=args.seed,
-                              device=args.device, progress=not args.quiet, checkpoint=self.out / "srnet")
+                              device=args.device, progress=not args.quiet,
+                              checkpoint=self.out / "srnet" / f"e{args.srnet_epochs}-b{args.srnet_batch_pairs}")
         det = SRNetDetector(trained.model, device=args.device)
         self.srnet_model = det
         clean = det.score(self._images("covers", self.covers))

@@ -147,7 +147,8 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
                        test_fraction=args.test_fraction, seed=args.seed)
     rows = classify(model, out, rows, args.batch_size)
     p = plan(args)
-    limits: dict[str, int | None] = {v.name: args.test_pairs for v in p.tests + p.adaptive}
+    limits: dict[str, int | None] = {v.name: args.test_pairs for v in p.tests}
+    limits.update({v.name: args.adaptive_pairs or args.test_pairs for v in p.adaptive})
     limits[p.train.name] = args.train_pairs
     if p.retrain:
         limits[p.retrain.name] = args.gina_train
@@ -251,6 +252,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--adaptive", choices=ADAPTIVE, default=None, help="also attack the classifier and this "
                    "detector together (PGD2 + [12] d_f 2 and GINA d_f 4; needs --srnet-epochs)")
     p.add_argument("--adaptive-weight", type=float, default=1.0, help="detector term's weight in the loss")
+    p.add_argument("--adaptive-pairs", type=positive_int, default=None, help="at most this many test crops for "
+                   "the adaptive attack (default: --test-pairs)")
     p.add_argument("--processes", type=positive_int, default=2, help="feature-extraction processes")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (recorded: the numbers "
                    "may depend on it; default: torch's choice)")
