@@ -427,8 +427,9 @@ def test_cli_ridge_features_train_evaluate_score(pairset, tmp_path, capsys):
 def test_cli_srnet_train_score(pairset, tmp_path, capsys):
     det = tmp_path / "srnet"
     assert main(["detect", "train", str(pairset), "--detector", "srnet", "--epochs", "1", "--device", "cpu",
-                 "--out", str(det), "--quiet"]) == 0
+                 "--out", str(det), "--quiet", "--checkpoint", str(tmp_path / "ck")]) == 0
     assert json.loads((det / "detector.json").read_text())["params"]["train"]["epochs"] == 1
+    assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["history"][0]["epoch"] == 1
     capsys.readouterr()
     assert main(["detect", "score", str(det), str(pairset / "a3.png"), "--json", "--device", "cpu"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 1

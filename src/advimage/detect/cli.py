@@ -25,7 +25,7 @@ CACHE_NAME = "features-cache"
 EXAMPLES = """examples:
   advimage detect features pairs/ --kind scrmq1 --processes 8        # cached in pairs/features-cache
   advimage detect train pairs/ --detector ridge --features scrmq1 --out det/scrmq1-ridge
-  advimage detect train pairs/ --detector srnet --epochs 180 --out det/srnet --device cuda
+  advimage detect train pairs/ --detector srnet --epochs 180 --out det/srnet --device cuda --checkpoint det/srnet-ck
   advimage detect evaluate det/scrmq1-ridge pairs/ --out det/scrmq1-ridge/eval
   advimage detect score det/srnet photo_adv.png photo.png --json
 """
@@ -72,6 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     t.add_argument("--epochs", type=_positive, default=180,
                    help="SRNet epochs (lr 1e-3 for the first 100/180 of them, then 1e-4)")
     t.add_argument("--seed", type=int, default=0, help="random seed (SRNet, FLD ensemble)")
+    t.add_argument("--checkpoint", default=None, help="SRNet: folder for a checkpoint after every epoch; "
+                   "the same command again resumes after the last one")
     _common(t)
     s = sub.add_parser("score", help="score image files with a saved detector", formatter_class=HelpFormatter)
     s.add_argument("detector_dir", help="detector folder (detector.json)")
@@ -146,6 +148,8 @@ def _train(args) -> int:
     from ..cli_support import check_out_dir
     from .store import annotate
 
+    if args.checkpoint and args.detector != "srnet":
+        _fail("--checkpoint applies to srnet")
     if args.detector == "srnet" and args.features is not None:
         _fail("--features applies to ridge and fld; srnet reads pixels")
     out = check_out_dir(args.out)
@@ -155,7 +159,9 @@ def _train(args) -> int:
     if args.detector == "srnet":
         from .srnet import SRNetDetector
 
-        det = SRNetDetector(device=_device(args), epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+        extra = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+        det = SRNetDetector(device=_device(args), epochs=args.epochs, seed=args.seed, progress=not args.quiet,
+                            **extra)
         det.fit(covers, advs)
     else:
         from .features import extract_files
