@@ -166,3 +166,9 @@ def test_stego_table_resumes_bit_for_bit(photos, tmp_path, monkeypatch):
     assert (second / "run" / "adv").is_dir() and not (second / "run" / "tables.md").exists()
     assert main(_small(photos, "--resume")) == 0
     assert (second / "run" / "tables.md").read_bytes() == table
+
+    # the stages after the pairs may be extended: another SRNet, on the same pairs and features
+    assert main(_small(photos, "--resume") + ["--srnet-epochs", "3"]) == 0
+    longer = (second / "run" / "tables.md").read_text()
+    assert "--srnet-epochs 3" in longer and "SRNet 3 epochs" in longer
+    assert json.loads((second / "run" / "settings.json").read_text())["srnet_epochs"] == 3

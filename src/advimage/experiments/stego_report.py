@@ -113,7 +113,7 @@ def tables(summary: dict[str, Any], plan, command: str, which: list[str]) -> dic
         rows = []
         for v in plan.adaptive:
             s, a = var[v.name], adaptive.get(v.name, {})
-            rows.append([f"PGD2+{NAMES[v.quantizer]} d_f {v.df_ch8} vs {v.guard} (joint loss)", _pct(s["p_suc"]),
+            rows.append([f"PGD2+{NAMES[v.quantizer]} d_f {v.df_ch8} vs SRNet (joint loss)", _pct(s["p_suc"]),
                          f"{s['mean_l2']:.1f}" if s["mean_l2"] else "–", *(_pct(a.get(k)) for k in keys),
                          *([_pct(a.get("srnet"))] if srnet else [])])
         if sel:

@@ -36,6 +36,9 @@ QUANTIZERS = ("smart", "hill", "mipod", "gina")
 ADAPTIVE = ("srnet",)
 #: options that do not change a number: not recorded, not in the command
 UNRECORDED = ("resume", "quiet", "processes", "attack", "df", "experiment_main")
+#: options of the stages made after the pairs, from them: ``--resume`` may change them (the pairs,
+#: features and linear detectors are reused; SRNet and the adaptive files are keyed by them)
+EXTENDABLE = ("srnet_epochs", "srnet_batch_pairs", "adaptive", "adaptive_weight", "adaptive_pairs")
 
 
 @dataclass
@@ -78,7 +81,8 @@ def plan(args: argparse.Namespace) -> Plan:
                if "8.2" in args.tables else [])
     if "8.1" in args.tables and pgd12.name not in {v.name for v in tests83 + tests82}:
         tests82.append(pgd12)
-    adaptive = [Variant("test", "pgd", args.steps, q, df, gs if q == "gina" else qs, guard=args.adaptive)
+    guard = f"{args.adaptive}-e{args.srnet_epochs}-b{args.srnet_batch_pairs}-w{args.adaptive_weight:g}"
+    adaptive = [Variant("test", "pgd", args.steps, q, df, gs if q == "gina" else qs, guard=guard)
                 for q, df in (("smart", 1), ("gina", 3))] if args.adaptive else []
     return Plan(train, retrain, tests83, tests82, adaptive)
 
@@ -109,7 +113,8 @@ def command_line(args: argparse.Namespace, parser: list[tuple[str, str, bool]]) 
 
 
 def check_record(out: Path, settings: dict[str, Any], resume: bool) -> None:
-    """First call: write ``settings.json``. Later calls: only with ``--resume`` and the same settings."""
+    """First call: write ``settings.json``. Later calls: only with ``--resume`` and the same settings
+    (those of :data:`EXTENDABLE` may change: the record then says the latest)."""
     path = out / "settings.json"
     if path.is_file():
         if not resume:
@@ -117,6 +122,10 @@ def check_record(out: Path, settings: dict[str, Any], resume: bool) -> None:
                              "or choose another --out")
         before = json.loads(path.read_text())
         diff = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if diff and all(k in EXTENDABLE for k in diff):
+            path.write_text(json.dumps(settings, indent=1))
+            return
+        diff = [k for k in diff if k not in EXTENDABLE]
         if diff:
             raise SystemExit(f"advimage: {out} was made with other options ({', '.join(diff)}): "
                              + "; ".join(f"{k}: {before.get(k)!r} then, {settings.get(k)!r} now" for k in diff))
