@@ -37,8 +37,9 @@ ADAPTIVE = ("srnet",)
 #: options that do not change a number: not recorded, not in the command
 UNRECORDED = ("resume", "quiet", "processes", "attack", "df", "experiment_main")
 #: options of the stages made after the pairs, from them: ``--resume`` may change them (the pairs,
-#: features and linear detectors are reused; SRNet and the adaptive files are keyed by them)
-EXTENDABLE = ("srnet_epochs", "srnet_batch_pairs", "adaptive", "adaptive_weight", "adaptive_pairs")
+#: features and linear detectors are reused; SRNet and the adaptive files are keyed by them), and
+#: ``--stage`` (where to stop)
+EXTENDABLE = ("srnet_epochs", "srnet_batch_pairs", "adaptive", "adaptive_weight", "adaptive_pairs", "stage")
 
 
 @dataclass
