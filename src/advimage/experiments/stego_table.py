@@ -138,7 +138,9 @@ def check_record(out: Path, settings: dict[str, Any], resume: bool) -> None:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
+def run(args: argparse.Namespace, command: str = "", record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole experiment into ``args.out``; record: the settings to check against (or write to)
+    ``settings.json`` once the images and labels are known good (:func:`check_record`)."""
     import torch
 
     from ..data import check_labels, discover
@@ -153,6 +155,8 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
         raise SystemExit("no labelled images found")
     model = load_model(args.model, device=args.device)
     check_labels(items, model.config.num_classes, args.model)
+    if record is not None:
+        check_record(out, record, args.resume)
     rows = make_covers(items, out, size=args.size, train_crops=args.train_crops, test_crops=args.test_crops,
                        test_fraction=args.test_fraction, seed=args.seed)
     rows = classify(model, out, rows, args.batch_size)
@@ -290,9 +294,7 @@ def main(args: argparse.Namespace) -> int:
         import torch
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    check_record(out, recorded(args, [d for d, _, _ in _PARSER]), args.resume)
-    command = command_line(args, _PARSER)
-    summary = run(args, command)
+    summary = run(args, command_line(args, _PARSER), recorded(args, [d for d, _, _ in _PARSER]))
     console = stdout_console()
     if (out / "tables.md").exists() and args.stage == "all":
         console.print((out / "tables.md").read_text(), markup=False)
