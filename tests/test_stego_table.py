@@ -57,7 +57,7 @@ def test_stego_table_end_to_end(photos, tmp_path, capsys):
                    "--size", "32", "--train-crops", "3", "--test-crops", "1", "--test-fraction", "0.4",
                    "--steps", "10", "--fgsm-steps", "10", "--quantizer-steps", "6", "--gina-steps", "2",
                    "--gina-train", "6", "--detectors", "ridge", "fld", "--fld-L", "5", "--fld-dsub", "200",
-                   "--srnet-epochs", "1",
+                   "--srnet-epochs", "1", "--adaptive", "srnet", "--adaptive-pairs", "2",
                    "--processes", "1", "--quiet", "--device", "cpu"])
     assert rc == 0
     crops = list(csv.DictReader(open(out / "crops.csv")))
@@ -90,9 +90,13 @@ def test_stego_table_end_to_end(photos, tmp_path, capsys):
         entry = det[key]
         assert entry["fpr_clean"] <= 0.5
         assert all(v is None or 0 <= v <= 1 for v in entry["tpr5"].values())
-    assert set(det["srnet"]["tpr5"]) == {n for n in names if n.startswith("test-")}
+    adaptive = {"test-pgd-smart-df1-vs-srnet-e1-b8-w1", "test-pgd-gina-df3-vs-srnet-e1-b8-w1"}
+    assert adaptive <= set(names) and all(summary["variants"][n]["attacked"] == 2 for n in adaptive)
+    assert set(det["adaptive"]) == adaptive and "srnet" in det["adaptive"][min(adaptive)]
+    assert set(det["srnet"]["tpr5"]) == {n for n in names if n.startswith("test-")} - adaptive
     table = (out / "tables.md").read_text()
-    assert "Table 8.3" in table and "Table 8.4" in table and "GINA" in table
+    assert "Table 8.3" in table and "Table 8.4" in table and "GINA" in table and "Adaptive attacker" in table
+    assert table.count("Command: `advimage experiment stego-table") == 5  # 8.1-8.4 and the adaptive one
     assert (out / "roc.png").exists()
     assert "Table 8.3" in capsys.readouterr().out
 
