@@ -4,8 +4,9 @@ A run folder holds::
 
     covers/<source>-<j>.png        square crops of the source photos, resized to --size
     crops.csv                      file, source, split, label, prediction
-    adv/<variant>/<file>.png       adversarial files of one attack + quantizer (+ df)
-    adv/<variant>/rows.csv         every attacked crop: success (re-read from the file), l2, ...
+    adv/<variant>/<crop>_adv.png   adversarial files of one attack + quantizer (+ df), verified
+                                   by the engine before they are written (only files that fool)
+    adv/<variant>/rows.csv         every attacked crop: success (of the decoded file), output, l2, ...
     sets/<variant>/pairs.csv       the successful pairs, read by ``advimage detect``
 
 Photos are split by source (never the same photo in train and test). Training pairs are made
