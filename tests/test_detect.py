@@ -324,6 +324,34 @@ def _write_pairset(folder: Path, rows: list[str], header: str = "source,cover,ad
     return folder
 
 
+def test_srnet_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    import advimage.detect.srnet as srnet_module
+
+    rng = np.random.default_rng(0)
+    cover = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    stego = np.clip(cover.astype(int) + rng.integers(-2, 3, cover.shape), 0, 255).astype(np.uint8)
+    settings = dict(epochs=3, batch_pairs=4, device="cpu", seed=0, progress=False)
+    full = train_srnet(cover, stego, **settings)
+    save = srnet_module.save_checkpoint
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # after the second epoch's checkpoint
+            raise KeyboardInterrupt
+    monkeypatch.setattr(srnet_module, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_srnet(cover, stego, checkpoint=tmp_path / "ck", **settings)
+    monkeypatch.setattr(srnet_module, "save_checkpoint", save)
+    resumed = train_srnet(cover, stego, checkpoint=tmp_path / "ck", **settings)
+    assert resumed.history == full.history
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="another SRNet training"):
+        train_srnet(cover, stego, checkpoint=tmp_path / "ck", **{**settings, "epochs": 4})
+
+
 def test_read_pairs_keeps_extra_columns(tmp_path):
     folder = _write_pairset(tmp_path / "p", ["a,c1.png,a1.png,train,fgsm,1", "b,c2.png,a2.png,test,pgd,0"],
                             header="source,cover,adversarial,split,attack,success")
@@ -399,8 +427,9 @@ def test_cli_ridge_features_train_evaluate_score(pairset, tmp_path, capsys):
 def test_cli_srnet_train_score(pairset, tmp_path, capsys):
     det = tmp_path / "srnet"
     assert main(["detect", "train", str(pairset), "--detector", "srnet", "--epochs", "1", "--device", "cpu",
-                 "--out", str(det), "--quiet"]) == 0
+                 "--out", str(det), "--quiet", "--checkpoint", str(tmp_path / "ck")]) == 0
     assert json.loads((det / "detector.json").read_text())["params"]["train"]["epochs"] == 1
+    assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["history"][0]["epoch"] == 1
     capsys.readouterr()
     assert main(["detect", "score", str(det), str(pairset / "a3.png"), "--json", "--device", "cpu"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 1

@@ -57,7 +57,7 @@ def test_stego_table_end_to_end(photos, tmp_path, capsys):
                    "--size", "32", "--train-crops", "3", "--test-crops", "1", "--test-fraction", "0.4",
                    "--steps", "10", "--fgsm-steps", "10", "--quantizer-steps", "6", "--gina-steps", "2",
                    "--gina-train", "6", "--detectors", "ridge", "fld", "--fld-L", "5", "--fld-dsub", "200",
-                   "--srnet-epochs", "1",
+                   "--srnet-epochs", "1", "--adaptive", "srnet", "--adaptive-pairs", "2",
                    "--processes", "1", "--quiet", "--device", "cpu"])
     assert rc == 0
     crops = list(csv.DictReader(open(out / "crops.csv")))
@@ -73,9 +73,13 @@ def test_stego_table_end_to_end(photos, tmp_path, capsys):
         rows = list(csv.DictReader(open(out / "adv" / name / "rows.csv")))
         assert rows
         for r in rows:
-            # success is the file's, decided again here from the PNG and the label
-            x = codec.decode((out / "adv" / name / r["file"]).read_bytes()).float()[None]
-            assert int(r["success"]) == int(model(x).argmax(1).item() != int(r["label"]))
+            # only verified files are written; success is the file's, decided again here
+            written = out / "adv" / name / f"{Path(r['file']).stem}_adv.png"
+            assert written.exists() == bool(int(r["success"])) and r["output"] in ("", written.name)
+            if not written.exists():
+                continue
+            x = codec.decode(written.read_bytes()).float()[None]
+            assert model(x).argmax(1).item() != int(r["label"])
             x0 = codec.decode((out / "covers" / r["file"]).read_bytes()).float()
             assert float(r["l2"]) == pytest.approx(float((x[0] - x0).norm()), abs=1e-3)
         pairs = list(csv.DictReader(open(out / "sets" / name / "pairs.csv")))
@@ -86,9 +90,13 @@ def test_stego_table_end_to_end(photos, tmp_path, capsys):
         entry = det[key]
         assert entry["fpr_clean"] <= 0.5
         assert all(v is None or 0 <= v <= 1 for v in entry["tpr5"].values())
-    assert set(det["srnet"]["tpr5"]) == {n for n in names if n.startswith("test-")}
-    table = (out / "table.md").read_text()
-    assert "Table 8.3" in table and "Table 8.4" in table and "gina" in table
+    adaptive = {"test-pgd-smart-df1-vs-srnet-e1-b8-w1", "test-pgd-gina-df3-vs-srnet-e1-b8-w1"}
+    assert adaptive <= set(names) and all(summary["variants"][n]["attacked"] == 2 for n in adaptive)
+    assert set(det["adaptive"]) == adaptive and "srnet" in det["adaptive"][min(adaptive)]
+    assert set(det["srnet"]["tpr5"]) == {n for n in names if n.startswith("test-")} - adaptive
+    table = (out / "tables.md").read_text()
+    assert "Table 8.3" in table and "Table 8.4" in table and "GINA" in table and "Adaptive attacker" in table
+    assert table.count("Command: `advimage experiment stego-table") == 5  # 8.1-8.4 and the adaptive one
     assert (out / "roc.png").exists()
     assert "Table 8.3" in capsys.readouterr().out
 
@@ -111,3 +119,60 @@ def test_split_is_by_photo_and_stable():
     for left, top, right, bottom in boxes:
         assert right - left == bottom - top and 187 <= right - left <= 375
         assert 0 <= left and right <= 500 and 0 <= top and bottom <= 375
+
+
+def _small(photos: Path, *extra: str) -> list[str]:
+    return ["experiment", "stego-table", str(photos), "--model", bench_tiny.TINY, "--out", "run", "--size", "32",
+            "--train-crops", "3", "--test-crops", "1", "--test-fraction", "0.4", "--steps", "8", "--fgsm-steps", "8",
+            "--quantizer-steps", "4", "--gina-steps", "2", "--tables", "8.3", "--quantizers", "smart", "gina",
+            "--dfs", "1", "--features", "scrmq1", "--detectors", "ridge", "--srnet-epochs", "2",
+            "--batch-size", "2", "--processes", "1", "--quiet", "--device", "cpu", *extra]
+
+
+def test_stego_table_resumes_bit_for_bit(photos, tmp_path, monkeypatch):
+    import warnings
+
+    from advimage import engine
+
+    warnings.simplefilter("ignore")  # the corrupt photo's warning
+    first = tmp_path / "a"
+    first.mkdir()
+    monkeypatch.chdir(first)
+    assert main(_small(photos)) == 0
+    table = (first / "run" / "tables.md").read_bytes()
+    assert b"Command: `advimage experiment stego-table" in table and b"--out run" in table
+    files = sorted((first / "run" / "adv").rglob("*.png"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    with pytest.raises(SystemExit, match="--resume"):  # a second call must say it continues
+        main(_small(photos))
+    with pytest.raises(SystemExit, match="gina_steps"):  # and with the same options
+        main(_small(photos, "--resume") + ["--gina-steps", "3"])
+    assert main(_small(photos, "--resume")) == 0
+    assert (first / "run" / "tables.md").read_bytes() == table
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # nothing made again
+
+    # an interrupted run, resumed, ends with the same table as the uninterrupted one
+    second = tmp_path / "b"
+    second.mkdir()
+    monkeypatch.chdir(second)
+    calls = {"n": 0}
+    verify = engine.verify_row
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # in a later batch of the training pairs
+            raise KeyboardInterrupt
+        return verify(*args, **kwargs)
+    monkeypatch.setattr(engine, "verify_row", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(_small(photos))
+    monkeypatch.setattr(engine, "verify_row", verify)
+    assert (second / "run" / "adv").is_dir() and not (second / "run" / "tables.md").exists()
+    assert main(_small(photos, "--resume")) == 0
+    assert (second / "run" / "tables.md").read_bytes() == table
+
+    # the stages after the pairs may be extended: another SRNet, on the same pairs and features
+    assert main(_small(photos, "--resume") + ["--srnet-epochs", "3"]) == 0
+    longer = (second / "run" / "tables.md").read_text()
+    assert "--srnet-epochs 3" in longer and "SRNet 3 epochs" in longer
+    assert json.loads((second / "run" / "settings.json").read_text())["srnet_epochs"] == 3

@@ -594,6 +594,14 @@ def _verify(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
         row.distortion_model = _num(distortion(a[None], b[None])[0])
 
 
+def verify_row(row: Row, model, x0_u8: Tensor, crit, settings: Settings) -> None:
+    """Fill ``row`` (its ``data`` and ``suffix`` set) as :func:`run_batch` does: decode the bytes,
+    classify them on every verification path of ``settings``, status ``fooled`` or ``failed``.
+    For drivers that attack and quantize themselves (``experiments/stego_pairs.py``); x0_u8:
+    uint8 (3, H, W) original; crit: the criterion of this one image."""
+    _verify(row, model, x0_u8, crit, settings)
+
+
 # -- the driver: writes what the worker made --------------------------------------------------
 def output_name(item_stem: str, suffix: str) -> str:
     """``<stem>_adv<suffix>``: written files keep the original file's stem."""

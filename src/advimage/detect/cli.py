@@ -26,7 +26,7 @@ CACHE_NAME = "features-cache"
 EXAMPLES = """examples:
   advimage detect features pairs/ --kind scrmq1 --processes 8        # cached in pairs/features-cache
   advimage detect train pairs/ --detector ridge --features scrmq1 --out det/scrmq1-ridge
-  advimage detect train pairs/ --detector srnet --epochs 180 --out det/srnet --device cuda
+  advimage detect train pairs/ --detector srnet --epochs 180 --out det/srnet --device cuda --checkpoint det/srnet-ck
   advimage detect evaluate det/scrmq1-ridge pairs/ --out det/scrmq1-ridge/eval
   advimage detect score det/srnet photo_adv.png photo.png --json
 """
@@ -74,6 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     t.add_argument("--epochs", type=_positive, default=180,
                    help="SRNet epochs (lr 1e-3 for the first 100/180 of them, then 1e-4)")
     t.add_argument("--seed", type=int, default=0, help="random seed (SRNet, FLD ensemble)")
+    t.add_argument("--checkpoint", default=None, help="SRNet: folder for a checkpoint after every epoch; "
+                   "the same command again resumes after the last one")
     _common(t)
     s = sub.add_parser("score", help="score image files with a saved detector", formatter_class=HelpFormatter)
     s.add_argument("detector_dir", help="detector folder (detector.json)")
@@ -148,6 +150,8 @@ def _train(args) -> int:
     from ..cli_support import check_out_dir
     from .store import annotate
 
+    if args.checkpoint and args.detector != "srnet":
+        _fail("--checkpoint applies to srnet")
     on_pixels = DETECTORS.get(args.detector).inputs == "pixels"
     if on_pixels and args.features is not None:
         _fail(f"--features applies to detectors on features; {args.detector} reads pixels")
@@ -158,7 +162,9 @@ def _train(args) -> int:
     if args.detector == "srnet":  # each detector's constructor takes its own settings
         from .srnet import SRNetDetector
 
-        det = SRNetDetector(device=_device(args), epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+        extra = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+        det = SRNetDetector(device=_device(args), epochs=args.epochs, seed=args.seed, progress=not args.quiet,
+                            **extra)
         det.fit(covers, advs)
     else:
         from .features import extract_files

@@ -204,13 +204,18 @@ class SRNetTraining:
 def train_srnet(covers: np.ndarray | Sequence[str | os.PathLike], stegos: np.ndarray | Sequence[str | os.PathLike],
                 *, epochs: int = FULL_EPOCHS, lr: float = 1e-3, lr_low: float = 1e-4, batch_pairs: int = 8,
                 weight_decay: float = 2e-4, augment: bool = True, device: str | torch.device | None = None,
-                seed: int = 0, progress: bool = True, model: SRNet | None = None) -> SRNetTraining:
+                seed: int = 0, progress: bool = True, model: SRNet | None = None,
+                checkpoint: str | os.PathLike | None = None) -> SRNetTraining:
     """Train SRNet on pairs: covers[i] and stegos[i] are one cover and its adversarial image.
 
     covers, stegos: (N, H, W, 3) uint8 arrays or lists of N image files (one size).
     epochs: passes over the pairs; the learning rate is ``lr`` for the first 100/180 of them, then
     ``lr_low`` (thesis: 180 = 100 + 80). batch_pairs: pairs per batch (8 pairs = 16 images).
-    device: None = cuda if available. Returns the model (eval mode, on ``device``) and history.
+    device: None = cuda if available. checkpoint: a folder where the state after every epoch is
+    kept (:func:`save_checkpoint`: weights, Adamax state, the shuffling generator, history; no
+    pickle); a later call with the same folder and settings resumes after the last epoch kept, and
+    ends where an uninterrupted run would (same batches, same augmentation). Returns the model
+    (eval mode, on ``device``) and history.
     """
     from ..progress import progress_bar
 
@@ -232,9 +237,15 @@ def train_srnet(covers: np.ndarray | Sequence[str | os.PathLike], stegos: np.nda
     ct, st = torch.from_numpy(c).permute(0, 3, 1, 2), torch.from_numpy(s).permute(0, 3, 1, 2)  # uint8, CPU
     history: list[dict[str, float]] = []
     steps = math.ceil(len(c) / batch_pairs)
+    run_key = {"pairs": len(c), "shape": list(c.shape[1:]), "epochs": epochs, "lr": lr, "lr_low": lr_low,
+               "batch_pairs": batch_pairs, "weight_decay": weight_decay, "augment": augment, "seed": seed}
+    first = 0
+    if checkpoint is not None and (Path(checkpoint) / CHECKPOINT_META).is_file():
+        history = load_checkpoint(checkpoint, net, opt, gen, run_key)
+        first = len(history)
     with progress_bar(progress) as bar:
-        task = bar.add_task("SRNet", total=epochs * steps, status="")
-        for epoch in range(epochs):
+        task = bar.add_task("SRNet", total=epochs * steps, completed=first * steps, status="")
+        for epoch in range(first, epochs):
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch, epochs, lr, lr_low)
             net.train()
@@ -259,8 +270,72 @@ def train_srnet(covers: np.ndarray | Sequence[str | os.PathLike], stegos: np.nda
             history.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": loss_sum / seen,
                             "accuracy": correct / seen})
             bar.update(task, status=f"loss {loss_sum / seen:.4f} acc {correct / seen:.3f}")
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, net, opt, gen, run_key, history)
     net.eval()
     return SRNetTraining(net, history)
+
+
+CHECKPOINT_META = "checkpoint.json"
+
+
+def save_checkpoint(folder: str | os.PathLike, net: SRNet, opt: torch.optim.Optimizer, gen: torch.Generator,
+                    run_key: dict[str, Any], history: list[dict[str, float]]) -> None:
+    """Weights, optimizer tensors and the generator's state as safetensors, the rest as JSON;
+    the JSON is written last (atomically), so a checkpoint it names is complete."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    scalars: dict[str, Any] = {}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{i}.{k}"] = v
+    tensors["generator"] = gen.get_state()
+    epoch = len(history)
+    name = f"epoch{epoch:04d}.safetensors"
+    save_file(tensors, str(folder / (name + ".tmp")))
+    (folder / (name + ".tmp")).replace(folder / name)
+    meta = {"run": run_key, "history": history, "weights": name, "optimizer_scalars": scalars}
+    tmp = folder / (CHECKPOINT_META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(folder / CHECKPOINT_META)
+    for old in folder.glob("epoch*.safetensors"):  # only the last one is needed
+        if old.name != name:
+            old.unlink()
+
+
+def load_checkpoint(folder: str | os.PathLike, net: SRNet, opt: torch.optim.Optimizer, gen: torch.Generator,
+                    run_key: dict[str, Any]) -> list[dict[str, float]]:
+    """Restore what :func:`save_checkpoint` kept into ``net``, ``opt`` and ``gen``; the history.
+    ValueError if the checkpoint was made with other training settings."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta = json.loads((folder / CHECKPOINT_META).read_text())
+    if meta["run"] != json.loads(json.dumps(run_key)):
+        raise ValueError(f"{folder}: checkpoint of another SRNet training ({meta['run']}), not {run_key}")
+    tensors = load_file(str(folder / meta["weights"]))
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    state = opt.state_dict()
+    for i in range(len(state["param_groups"][0]["params"]) + len(state["param_groups"][1]["params"])):
+        # load_state_dict moves the state to the parameters' device (the step count stays on the CPU)
+        entry: dict[str, Any] = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        entry.update({k.split(".", 1)[1]: v for k, v in meta["optimizer_scalars"].items()
+                      if k.split(".", 1)[0] == str(i)})
+        if entry:
+            state["state"][i] = entry
+    opt.load_state_dict(state)
+    gen.set_state(tensors["generator"])
+    return list(meta["history"])
 
 
 # ------------------------------------------------------------------------------------- detector

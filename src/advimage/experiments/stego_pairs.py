@@ -4,8 +4,9 @@ A run folder holds::
 
     covers/<source>-<j>.png        square crops of the source photos, resized to --size
     crops.csv                      file, source, split, label, prediction
-    adv/<variant>/<file>.png       adversarial files of one attack + quantizer (+ df)
-    adv/<variant>/rows.csv         every attacked crop: success (re-read from the file), l2, ...
+    adv/<variant>/<crop>_adv.png   adversarial files of one attack + quantizer (+ df), verified
+                                   by the engine before they are written (only files that fool)
+    adv/<variant>/rows.csv         every attacked crop: success (of the decoded file), output, l2, ...
     sets/<variant>/pairs.csv       the successful pairs, read by ``advimage detect``
 
 Photos are split by source (never the same photo in train and test). Training pairs are made
@@ -28,17 +29,16 @@ import torch
 from PIL import Image
 
 from .. import codec
-from ..attacks import get as get_attack
 from ..criteria import Misclassification
 from ..data import ImageItem
 from ..images import ImageReadError, read_pil
-from ..quantize import run as run_quantizer
 
 
 @dataclass(frozen=True)
 class Variant:
     """One way of making adversarial files: attack (budget ``steps``) + quantizer at ``df``
-    (advimage's Ch. 7 convention; Ch. 8's d_f = df + 1) on one split."""
+    (advimage's Ch. 7 convention; Ch. 8's d_f = df + 1) on one split; guard: the detector the
+    attack also fools (adaptive attack, :mod:`advimage.detect.adaptive`), "" for none."""
 
     split: str
     attack: str
@@ -46,14 +46,27 @@ class Variant:
     quantizer: str
     df: int
     quantizer_steps: int
+    guard: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.split}-{self.attack}-{self.quantizer}-df{self.df}"
+        return f"{self.split}-{self.attack}-{self.quantizer}-df{self.df}" + (f"-vs-{self.guard}" if self.guard else "")
 
     @property
     def df_ch8(self) -> int:
         return self.df + 1
+
+    def settings(self, seed: int = 0):
+        """The engine's :class:`~advimage.engine.Settings` of this variant (crops fed to the model as
+        they are: ``size="model"``; margin 0, the thesis's protocol): its quantizer options and its
+        files' verification. ``steps`` stays the attack's own budget, the quantizer's gradients on top."""
+        from ..engine import Settings
+        from ..quantize import spec as quantizer_spec
+
+        q = quantizer_spec(self.quantizer)
+        return Settings(attack=self.attack, steps=self.steps + q.gradients, quantizers=(self.quantizer,),
+                        df=self.df if q.uses_df else None, size="model", margin=0.0,
+                        quantizer_steps=self.quantizer_steps, seed=seed)
 
 
 def split_of(source: str, test_fraction: float) -> str:
@@ -128,11 +141,26 @@ def targets(rows: list[dict], split: str) -> list[tuple[dict, int]]:
 
 
 def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, batch_size: int,
-                  limits: dict[str, int | None], progress=None, seed: int = 0) -> dict[str, list[dict]]:
+                  limits: dict[str, int | None], progress=None, seed: int = 0,
+                  attacked=None, criterion=None) -> dict[str, list[dict]]:
     """Variants sharing one attack (same split, attack and budget): each batch is attacked once and
-    every quantizer works on the same float output, then writes, re-reads and re-classifies its
-    files. Resumable: ``rows.csv`` of each variant lists the crops already done."""
+    every quantizer works on the same float output; the engine encodes and verifies each file
+    (:func:`advimage.engine.verify_row`), and only verified files are written
+    (:func:`advimage.engine.write_outputs`, ``<stem>_adv.png``).
+
+    Resumable and reproducible: the crops are cut into fixed batches (the same whatever is already
+    done), ``rows.csv`` of each variant lists the crops done, and a batch runs again only for the
+    variants that miss it. attacked: the classifier the attack and the quantizers go through
+    (default ``model``; e.g. a classifier composed with a detector, :mod:`advimage.detect.adaptive`)
+    and criterion: labels (N,) -> its criterion (default :class:`~advimage.criteria.Misclassification`);
+    files are always verified on ``model`` alone, as misclassified.
+    """
+    from ..attacks import spec as attack_spec
+    from ..engine import Row, verify_row, write_outputs
+    from ..quantize import spec as quantizer_spec
+
     split, attack, steps = group[0].split, group[0].attack, group[0].steps
+    criterion = Misclassification if criterion is None else criterion
     if any((v.split, v.attack, v.steps) != (split, attack, steps) for v in group):
         raise ValueError("variants of a group must share split, attack and steps")
     every = targets(rows, split)
@@ -144,47 +172,62 @@ def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, b
         if table.exists():
             with open(table, newline="") as f:
                 done[v.name] = {r["file"]: r for r in csv.DictReader(f)}
-    wanted = {r["file"] for v in group for r, _ in todo[v.name] if r["file"] not in done[v.name]}
-    pending = [(r, y) for r, y in every if r["file"] in wanted]
+    wanted = {r["file"] for v in group for r, _ in todo[v.name]}
+    scheduled = [(r, y) for r, y in every if r["file"] in wanted]  # fixed batches, whatever is done
     total = sum(len(t) for t in todo.values())
     task = progress.add_task(f"{split}: {attack} + " + ", ".join(f"{v.quantizer}/df{v.df}" for v in group),
-                             total=total, completed=total - sum(1 for v in group for r, _ in todo[v.name]
-                                                                if r["file"] not in done[v.name]),
+                             total=total, completed=sum(1 for v in group for r, _ in todo[v.name]
+                                                        if r["file"] in done[v.name]),
                              status="") if progress else None
     device = _device(model)
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start:start + batch_size]
+    attacked = model if attacked is None else attacked
+    aspec = attack_spec(attack)
+    mine = {v.name: {r["file"] for r, _ in todo[v.name]} for v in group}
+    for start in range(0, len(scheduled), batch_size):
+        chunk = scheduled[start:start + batch_size]
+        missing = {v.name: [i for i, (r, _) in enumerate(chunk) if r["file"] in mine[v.name]
+                            and r["file"] not in done[v.name]] for v in group}
+        if not any(missing.values()):
+            continue
         torch.manual_seed(seed + start)
-        x0 = torch.stack([_read(out / "covers" / r["file"]) for r, _ in chunk]).to(device)
+        x0_u8 = torch.stack([_read_u8(out / "covers" / r["file"]) for r, _ in chunk])
+        x0 = x0_u8.float().to(device)
         y = torch.tensor([label for _, label in chunk], device=device)
         t0 = time.perf_counter()
-        adv = get_attack(attack)(model, x0, y, steps=steps)
+        params = {"seed": seed} if aspec.seeded else {}
+        adv = aspec.run(attacked, x0, y if criterion is Misclassification else criterion(y), steps=steps, **params)
         attack_seconds = (time.perf_counter() - t0) / len(chunk)
         for v in group:
-            mine = {r["file"] for r, _ in todo[v.name]} - set(done[v.name])
-            idx = [i for i, (r, _) in enumerate(chunk) if r["file"] in mine]
+            idx = missing[v.name]
             if not idx:
                 continue
+            settings = v.settings(seed)
+            qspec = quantizer_spec(v.quantizer)
             sel = torch.tensor(idx, device=device)
             t1 = time.perf_counter()
-            q = run_quantizer(v.quantizer, model, x0[sel], adv.x_adv[sel], y[sel], df=v.df, steps=v.quantizer_steps)
+            q = qspec.run(attacked, x0[sel], adv.x_adv[sel], criterion(y[sel]),
+                          **settings.quantizer_options(v.quantizer))
             q_seconds = (time.perf_counter() - t1) / len(idx)
             folder = out / "adv" / v.name
-            files = []
-            for j in range(len(idx)):
-                data = q.encode(j)
-                codec.write_atomic(folder / chunk[idx[j]][0]["file"], data)
-                files.append(codec.decode(data, ".png").float())
-            decoded = torch.stack(files).to(device)
-            with torch.no_grad():
-                verified = Misclassification(y[sel]).success(model(decoded))
-            l2 = (decoded - x0[sel]).flatten(1).norm(dim=1)
+            folder.mkdir(parents=True, exist_ok=True)
+            made = []
             for j, i in enumerate(idx):
                 r, label = chunk[i]
+                row = Row(file=r["file"], key=r["file"], quantizer=v.quantizer, label=label, suffix=qspec.suffix,
+                          data=q.encode(j), attack_success=bool(adv.success[i]),
+                          gradients=int(adv.gradients[i]) + int(q.gradients[j]))
+                verify_row(row, model, x0_u8[i], Misclassification(y[i:i + 1]), settings)  # before any write
+                made.append((i, row))
+            write_outputs([row for _, row in made], folder)
+            for j, (i, row) in enumerate(made):
+                r, label = chunk[i]
+                assert row.data is not None
+                l2 = (codec.decode(row.data, row.suffix).float() - x0_u8[i].float()).flatten().norm()
                 done[v.name][r["file"]] = {
-                    "file": r["file"], "source": r["source"], "split": split, "label": label,
-                    "float_success": int(adv.success[i]), "success": int(verified[j]), "l2": f"{float(l2[j]):.4f}",
-                    "rmse": f"{float(l2[j]) / np.sqrt(decoded[j].numel()):.5f}",
+                    "file": r["file"], "output": Path(row.output).name if row.output else "", "source": r["source"],
+                    "split": split, "label": label, "float_success": int(adv.success[i]),
+                    "success": int(row.verified), "l2": f"{float(l2):.4f}",
+                    "rmse": f"{float(l2) / np.sqrt(x0_u8[i].numel()):.5f}",
                     "attack_gradients": int(adv.gradients[i]), "attack_forwards": int(adv.forwards[i]),
                     "quantizer_gradients": int(q.gradients[j]), "quantizer_forwards": int(q.forwards[j]),
                     "attack_seconds": f"{attack_seconds:.3f}", "quantizer_seconds": f"{q_seconds:.3f}",
@@ -206,15 +249,19 @@ def write_pairs(out: Path, variant: Variant, rows: list[dict]) -> Path:
     folder = out / "sets" / variant.name
     folder.mkdir(parents=True, exist_ok=True)
     pairs = [{"source": r["source"], "cover": f"../../covers/{r['file']}",
-              "adversarial": f"../../adv/{variant.name}/{r['file']}", "split": variant.split,
+              "adversarial": f"../../adv/{variant.name}/{r['output']}", "split": variant.split,
               "success": r["success"], "l2": r["l2"]} for r in rows if int(r["success"])]
     path = folder / "pairs.csv"
     _write_csv(path, pairs, fields=["source", "cover", "adversarial", "split", "success", "l2"])
     return path
 
 
+def _read_u8(path: Path) -> torch.Tensor:
+    return codec.decode(path.read_bytes(), ".png")
+
+
 def _read(path: Path) -> torch.Tensor:
-    return codec.decode(path.read_bytes(), ".png").float()
+    return _read_u8(path).float()
 
 
 def _device(model) -> torch.device:
