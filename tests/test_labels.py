@@ -94,3 +94,71 @@ def test_bench_resume_refuses_a_store_measured_with_other_labels(tmp_path, tiny_
     with ResultStore(out) as st:
         assert (len(st), len(st.runs())) == before
     assert (out / "settings.json").read_text() == settings
+
+
+def _thousand_classes(**_):
+    """A 1000-class stand-in (no weights): one linear layer on the 32 px input."""
+    from torch import nn
+
+    from advimage.models import ModelConfig, PixelClassifier
+
+    config = ModelConfig(name="tiny-1000", input_size=32, crop_pct=1.0, interpolation="bilinear",
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=1000)
+    torch.manual_seed(0)
+    return PixelClassifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 1000)), config)
+
+
+@pytest.fixture
+def thousand_registered():
+    from advimage.models import register
+
+    register("tiny-1000")(_thousand_classes)
+    return "tiny-1000"
+
+
+@pytest.mark.parametrize("command", ["attack", "demo"])
+@pytest.mark.parametrize("fixture,target,classes", [("tiny_registered", 10, 10), ("tiny_registered", -1, None),
+                                                     ("thousand_registered", 1000, 1000)])
+def test_a_target_outside_the_model_is_refused_before_work(command, fixture, target, classes, tmp_path, capsys,
+                                                           request):
+    model = request.getfixturevalue(fixture)
+    images = _image_set(tmp_path / "set", ["0", "1"])
+    out = tmp_path / "out"
+    argv = ([command] + ([str(images)] if command == "attack" else [])
+            + ["--model", model, "--steps", "2", "--target", str(target), "--out", str(out)])
+    err = _refusal(argv, capsys)
+    if classes is None:
+        assert err == f"advimage: --target {target}: a class index must be 0 or more"
+    else:
+        assert err == f"advimage: --target {target} is outside model {model}'s {classes} classes [0, {classes})"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fixture,target", [("tiny_registered", 9), ("thousand_registered", 999)])
+def test_the_last_class_is_a_valid_target(fixture, target, tmp_path, capsys, request):
+    import json
+
+    model = request.getfixturevalue(fixture)
+    images = _image_set(tmp_path / "set", ["0"])
+    main(["attack", str(images), "--model", model, "--steps", "2", "--target", str(target), "--json",
+          "--no-figures", "--size", "model", "--out", str(tmp_path / "out")])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["target"] == target and row["status"] != "error"
+
+
+def test_api_refuses_a_target_outside_the_model(tiny_registered, tmp_path):
+    from advimage import Settings, attack_files, discover, load_model
+
+    model = load_model(tiny_registered, device="cpu")
+    x = torch.full((1, 3, 32, 32), 128.0)
+    with pytest.raises(ValueError, match=rf"^y\[0\]: target 10 is outside model {tiny_registered}'s 10 classes "
+                                         r"\[0, 10\)$"):
+        attack(model, x, 10, steps=2, targeted=True)
+    assert attack(model, x, 9, steps=2, targeted=True).x_adv.shape == x.shape
+    items = discover([_image_set(tmp_path / "set", ["0"])])
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=rf"^target 10 is outside model {tiny_registered}'s 10 classes"):
+        attack_files(model, items, out, Settings(steps=2, target=10), progress=False, figures=False)
+    assert not out.exists()
+    (row,) = attack_files(model, items, out, Settings(steps=2, target=9), progress=False, figures=False)
+    assert row.target == 9 and row.status != "error"

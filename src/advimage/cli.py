@@ -226,8 +226,8 @@ def _validate(args) -> "Settings":
     """The run's :class:`~advimage.engine.Settings`, or exit 2 naming what is wrong. The options'
     own checks live in the settings' resolution (:func:`advimage.plan.resolve`); only the pairings
     of command-line flags are checked here."""
-    if args.target is not None and not 0 <= args.target < 1000:
-        fail("--target must be a class index in [0, 1000)")
+    if args.target is not None and args.target < 0:  # the model's range is checked once it is loaded
+        fail(f"--target {args.target}: a class index must be 0 or more")
     if (args.regressor is None) != (args.target_score is None):
         fail("--regressor and --target-score go together (e.g. --regressor brisque --target-score 30)")
     if args.regressor is not None and getattr(args, "ray", None):
@@ -339,7 +339,24 @@ def _ray_options(args):
     return options
 
 
-def _run(args, items, out: Path, settings: "Settings") -> int:
+def _load_checked(args, settings: "Settings"):
+    """The model (or regressor) the attack runs on, loaded here; a ``--target`` outside its
+    classes is refused (exit 2) naming the model and its range, before any file is read or written."""
+    from .data import LabelError
+    from .engine import check_item_labels
+
+    if args.regressor:
+        return load_regressor_or_exit(args.regressor, args.device)
+    model = load_model_or_exit(args.model, args.weights, args.device)
+    try:
+        check_item_labels([], model.config, settings)
+    except LabelError as exc:
+        fail(f"--{exc}")
+    return model
+
+
+def _run(args, items, out: Path, settings: "Settings", model=None) -> int:
+    """model: the loaded model (:func:`_load_checked`); None with ``--ray`` (the workers load it)."""
     from .data import LabelError
     from .engine import attack_files
     from .progress import stderr_console
@@ -347,8 +364,7 @@ def _run(args, items, out: Path, settings: "Settings") -> int:
     ray = _ray_options(args)
     t0 = time.perf_counter()
     if ray is None:
-        model = (load_regressor_or_exit(args.regressor, args.device) if args.regressor
-                 else load_model_or_exit(args.model, args.weights, args.device))
+        model = model if model is not None else _load_checked(args, settings)
         try:
             rows = attack_files(model, items, out, settings, batch_size=args.batch_size,
                                 progress=not (args.quiet or args.json), figures=not args.no_figures,
@@ -363,8 +379,10 @@ def _run(args, items, out: Path, settings: "Settings") -> int:
             rows = attack_files(ModelRef(args.model, args.weights, args.device), items, out, settings,
                                 batch_size=args.batch_size, progress=not (args.quiet or args.json),
                                 figures=not args.no_figures, console=stderr_console(), ray=ray, stats=stats)
-        except (RayUnavailableError, LabelError) as exc:
+        except RayUnavailableError as exc:
             fail(str(exc))
+        except LabelError as exc:  # a target outside the model's classes is named as the option
+            fail(f"--{exc}" if str(exc).startswith("target ") else str(exc))
         if stats and not (args.quiet or args.json):
             worker_table(stats[0])
         model_name = args.model
@@ -410,17 +428,19 @@ def main(argv: list[str] | None = None) -> int:
     out = check_out_dir(args.out)
     from .data import DataError, ImageItem, discover
 
-    if args.command == "demo":
-        from .samples import write_samples
-        items = [ImageItem(p) for p in write_samples(out / "originals")]
-    else:
+    if args.command != "demo":
         try:
             items = discover(args.paths, missing_ok=True)
         except (DataError, OSError) as exc:
             fail(str(exc))
         if args.limit:
             items = items[: args.limit]
-    return _run(args, items, out, settings)
+    # the model is loaded before any file is written: its classes bound --target
+    model = None if getattr(args, "ray", None) else _load_checked(args, settings)
+    if args.command == "demo":
+        from .samples import write_samples
+        items = [ImageItem(p) for p in write_samples(out / "originals")]
+    return _run(args, items, out, settings, model)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,19 @@ def outside_classes(label: int, num_classes: int, where: str, text: str | None =
     return f"{where}: label {shown} is outside {whose} {num_classes} classes [0, {num_classes})"
 
 
+def outside_target(target: int, num_classes: int, model: str | None = None) -> str:
+    """The message for a target class outside ``[0, num_classes)``."""
+    whose = f"model {model}'s" if model else "the model's"
+    return f"target {target} is outside {whose} {num_classes} classes [0, {num_classes})"
+
+
+def check_target(target: int | None, num_classes: int, model: str | None = None) -> None:
+    """Refuse (:class:`LabelError`) a target class outside ``[0, num_classes)``: ``target 10 is
+    outside model tiny's 10 classes [0, 10)``; None (an untargeted attack) passes."""
+    if target is not None and not 0 <= target < num_classes:
+        raise LabelError(outside_target(target, num_classes, model))
+
+
 def check_labels(items: Iterable[ImageItem], num_classes: int, model: str | None = None) -> None:
     """Refuse (:class:`LabelError`) the first label outside ``[0, num_classes)``, naming the
     ``labels.csv`` line, or the file or folder, it came from."""

@@ -48,7 +48,7 @@ from torch import Tensor
 from . import codec, verify
 from .attacks import spec as attack_spec
 from .criteria import AllPaths, Margin, Misclassification, ScoreBelow, TargetedMisclassification
-from .data import ImageItem, check_labels
+from .data import ImageItem, check_labels, check_target
 from .distortion import distortion, psnr
 from .images import ImageReadError, load_for_model, read_image
 from .models.fast import fast_classifier
@@ -376,10 +376,12 @@ def _read(item: ImageItem, config, settings: Settings) -> Tensor:
 
 
 def check_item_labels(items: Iterable[ImageItem], config: Any, settings: Settings) -> None:
-    """Refuse (:class:`~advimage.data.LabelError`) a label outside the classes of the model of
-    ``config``; a regressor's items are not checked (it does not use their labels)."""
+    """Refuse (:class:`~advimage.data.LabelError`) a label, or the settings' target class, outside
+    the classes of the model of ``config``; a regressor's items are not checked (it does not use
+    their labels, and a target score excludes a target class)."""
     num_classes = getattr(config, "num_classes", None)
     if num_classes is not None and settings.target_score is None:
+        check_target(settings.target, num_classes, getattr(config, "name", None))
         check_labels(items, num_classes, getattr(config, "name", None))
 
 
@@ -390,8 +392,8 @@ def run_batch(model, items: Sequence[ImageItem], settings: Settings, keys: Seque
     model: a classifier at its own resolution (see :mod:`advimage.models.protocol`). keys: names
     of the images in the rows (default: the paths). attacked: the classifier to attack, if not
     :func:`attacked_model` (e.g. a cached one). Returns one row per (item, quantizer), items in
-    order; unreadable files become ``error`` rows. A label outside the model's classes raises
-    :class:`~advimage.data.LabelError`.
+    order; unreadable files become ``error`` rows. A label, or the target class, outside the
+    model's classes raises :class:`~advimage.data.LabelError`.
     """
     check_item_labels(items, model.config, settings)
     t0 = time.perf_counter()
@@ -662,8 +664,9 @@ def attack_files(model, items: Sequence[ImageItem], out_dir: str | Path, setting
     model: a loaded classifier; with ``ray`` (:class:`advimage.distributed.RayOptions`) a
     :class:`~advimage.distributed.ModelRef` (or model spec) that each Ray worker loads: the batches
     then run as Ray tasks, and this process alone writes the files. stats: if given, gets the
-    executor's :class:`~advimage.distributed.RunStats` appended (per-worker summary). A label
-    outside the model's classes raises :class:`~advimage.data.LabelError` before any attack.
+    executor's :class:`~advimage.distributed.RunStats` appended (per-worker summary). A label, or
+    the target class, outside the model's classes raises :class:`~advimage.data.LabelError` before
+    any attack.
     """
     from .distributed import ModelRef, Unit, executor
     from .progress import progress_bar
