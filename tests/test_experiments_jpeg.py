@@ -205,7 +205,7 @@ def test_defense_end_to_end(table, dataset, tmp_path):
     assert "JPEG60" in (tmp_path / "table.md").read_text()
 
 
-def test_parsers_and_errors(tmp_path):
+def test_parsers_and_errors(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="experiment")
     jpeg_table.add_parser(sub)
@@ -215,8 +215,9 @@ def test_parsers_and_errors(tmp_path):
     with pytest.raises(SystemExit):
         parser.parse_args(["jpeg-table", "imgs", "--qualities", "0"])
     args = parser.parse_args(["jpeg-table", "imgs", "--attack", "nope"])
-    with pytest.raises(SystemExit, match="unknown attack 'nope'"):
+    with pytest.raises(SystemExit) as e:
         jpeg_table.main(args)
+    assert e.value.code == 2 and "unknown attack 'nope'" in capsys.readouterr().err
 
 
 def run_cli(argv: list[str]) -> int:

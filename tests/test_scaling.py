@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 
 import numpy as np
 import pytest
@@ -216,7 +217,7 @@ def test_base_image_is_the_bilinear_centre_square(tmp_path):
     assert np.array_equal(np.asarray(base_image(tmp_path / "w.png")), np.asarray(ref))
 
 
-def test_transfer_and_ensemble_experiments_end_to_end(tmp_path, tiny_registered):
+def test_transfer_and_ensemble_experiments_end_to_end(tmp_path, tiny_registered, capsys):
     """The experiments' files and tables on 2 synthetic images with the tiny registered model."""
     from advimage.cli import main
 
@@ -236,8 +237,9 @@ def test_transfer_and_ensemble_experiments_end_to_end(tmp_path, tiny_registered)
         assert (out / f"table92_{kind}.png").stat().st_size > 0
     assert "Mean distortion of the images whose PNG fools" in (out / "table92.md").read_text()
     assert len(list((out / "attacks" / "nearest").glob("*.png"))) <= 2
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(SystemExit) as e:
         main(["experiment", "ensemble-table", *common])
+    assert e.value.code == 2 and re.search("--resume", capsys.readouterr().err)
     assert main(["experiment", "ensemble-table", *common, "--resume", "--configs", "nearest,ens-worst"]) == 0
     assert (out / "table91.md").is_file() and (out / "table91_curves.png").is_file()
     assert main(["experiment", "random-resize", *common, "--resume", "--configs", "nearest,ens-worst",
@@ -257,14 +259,15 @@ def test_mean_distortion_fooled_averages_only_images_whose_png_fooled_the_config
     assert got["area"][0] == 0 and math.isnan(got["area"][1])
 
 
-def test_experiment_refuses_steps_within_the_quantizers_budget_before_writing(tmp_path):
+def test_experiment_refuses_steps_within_the_quantizers_budget_before_writing(tmp_path, capsys):
     """--steps must leave the attack gradients after the quantizer's: a clear error, no folder made."""
     from advimage.cli import main
 
     out = tmp_path / "run"
-    with pytest.raises(SystemExit, match="steps must exceed the quantizer's 50 gradient"):
+    with pytest.raises(SystemExit) as e:
         main(["experiment", "transfer-table", str(tmp_path), "--steps", "50", "--quantize", "lattice-int",
               "--out", str(out), "--quiet"])
+    assert e.value.code == 2 and re.search("steps must exceed the quantizer's 50 gradient", capsys.readouterr().err)
     assert not out.exists()
 
 
@@ -320,7 +323,7 @@ def _same(a, b) -> bool:
     return [dict(asdict(r), seconds=0) for r in a] == [dict(asdict(r), seconds=0) for r in b]
 
 
-def test_scaling_resumes_from_the_store_after_an_interruption(tmp_path, tiny_registered, monkeypatch):
+def test_scaling_resumes_from_the_store_after_an_interruption(tmp_path, tiny_registered, monkeypatch, capsys):
     from advimage.bench.store import ResultStore
     from advimage.cli import main
     from advimage.experiments import scaling
@@ -358,15 +361,18 @@ def test_scaling_resumes_from_the_store_after_an_interruption(tmp_path, tiny_reg
     attacked.clear()
     common = [str(folder), "--model", tiny_registered, "--limit", "3", "--out", str(cut), "--quiet",
               "--base-size", "64", "--configs", "nearest", "--resume"]
-    with pytest.raises(SystemExit, match="steps 6 .*asked: steps 7"):
+    with pytest.raises(SystemExit) as e:
         main(["experiment", "ensemble-table", *common, "--steps", "7"])
-    with pytest.raises(SystemExit, match="seed 0 .*asked: seed 1"):
+    assert e.value.code == 2 and re.search("steps 6 .*asked: steps 7", capsys.readouterr().err)
+    with pytest.raises(SystemExit) as e:
         main(["experiment", "ensemble-table", *common, "--steps", "6", "--seed", "1"])
+    assert e.value.code == 2 and re.search("seed 0 .*asked: seed 1", capsys.readouterr().err)
     with pytest.raises(scaling.SettingsMismatch, match="base_size"):
         scaling.run_configs([str(folder)], cut, ["nearest"], **dict(kw, base_size=48))
     assert attacked == []
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(SystemExit) as e:
         main(["experiment", "ensemble-table", *common[:-1], "--steps", "6"])
+    assert e.value.code == 2 and re.search("--resume", capsys.readouterr().err)
 
 
 def test_scaling_imports_the_rows_of_an_earlier_version(tmp_path, tiny_registered, monkeypatch):

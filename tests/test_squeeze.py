@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -211,7 +212,7 @@ def test_adaptive_params_parsing():
         parse_params("kappa")
 
 
-def test_squeezing_experiment_end_to_end(tmp_path):
+def test_squeezing_experiment_end_to_end(tmp_path, capsys):
     from advimage.cli import main
     from advimage.images import read_image
 
@@ -241,8 +242,10 @@ def test_squeezing_experiment_end_to_end(tmp_path):
             d = r["source"].split("@")[1]
             assert int(load_classifier(f"{TINY}+{d}", device="cpu").predict(x)) != int(r["label"])
     assert math.isfinite(s["threshold"])
-    with pytest.raises(SystemExit, match="bad --model/--defenses"):
+    with pytest.raises(SystemExit) as e:
         main(["experiment", "squeezing", str(images), "--model", TINY, "--defenses", "bits:0", "--out", str(out)])
-    with pytest.raises(SystemExit, match="adaptive-params"):
+    assert e.value.code == 2 and re.search("bad --model/--defenses", capsys.readouterr().err)
+    with pytest.raises(SystemExit) as e:
         main(["experiment", "squeezing", str(images), "--model", TINY, "--adaptive-params", "nope=1",
               "--out", str(out)])
+    assert e.value.code == 2 and re.search("adaptive-params", capsys.readouterr().err)

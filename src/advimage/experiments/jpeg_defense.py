@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..cli_support import fail
 from ..codec import encode_png, write_atomic
 from ..data import DataError, ImageItem, check_labels, discover
 from ..defenses.jpeg import JpegDefense
@@ -275,9 +276,9 @@ def main(args) -> int:
     from ..attacks import names as attack_names
 
     if args.attack not in attack_names():
-        raise SystemExit(f"advimage: unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
+        fail(f"unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
     if args.steps < 1:
-        raise SystemExit("advimage: --steps must be >= 1")
+        fail("--steps must be >= 1")
     summary = run(args.images, Path(args.out), args.model, args.attack, args.steps, args.qualities,
                   args.defense_qualities, args.df, args.limit, args.batch_size, args.device,
                   from_table=args.from_table, spatial_from=args.spatial_from, progress=not args.quiet)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..cli_support import fail
 from ..codec import encode_jpeg, write_atomic
 from ..data import ImageItem, check_labels, discover
 from ..defenses.jpeg import JpegDefense
@@ -330,9 +331,9 @@ def main(args) -> int:
 
     for a in (args.attack, args.baseline):
         if a and a not in attack_names():
-            raise SystemExit(f"advimage: unknown attack {a!r}; valid attacks: {', '.join(attack_names())}")
+            fail(f"unknown attack {a!r}; valid attacks: {', '.join(attack_names())}")
     if args.steps < 1:
-        raise SystemExit("advimage: --steps must be >= 1")
+        fail("--steps must be >= 1")
     summary = run(args.images, Path(args.out), args.model, args.attack, args.steps, args.qualities, args.df,
                   args.limit, args.batch_size, args.device, baseline=args.baseline,
                   baseline_steps=args.baseline_steps, n=args.n, progress=not args.quiet)

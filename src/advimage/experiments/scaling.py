@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ..bench.store import DB_NAME, ResultStore, SettingsMismatch
+from ..cli_support import fail
 from ..codec import decode, write_atomic
 from ..data import ImageItem, check_labels, discover
 from ..engine import Settings, run_batch
@@ -639,7 +640,7 @@ def _prepare(args: argparse.Namespace) -> Path:
     try:  # the engine's checks (e.g. --steps beyond the quantizer's gradients) before any folder is made
         engine_settings(TABLE92_ORDER[0], args.steps, args.seed, args.quantize)
     except ValueError as exc:
-        raise SystemExit(f"advimage: {exc}") from None
+        fail(str(exc))
     out = Path(args.out or f"runs/scaling-{args.model}")
     stored = (out / DB_NAME).is_file()
     if stored:
@@ -649,13 +650,13 @@ def _prepare(args: argparse.Namespace) -> Path:
                 store.refuse_other_settings(run_settings(args.model, args.steps, args.seed, args.base_size,
                                                          args.quantize), RUN_KEYS)
             except SettingsMismatch as exc:
-                raise SystemExit(f"advimage: {exc}; use another --out for other settings") from None
+                fail(f"{exc}; use another --out for other settings")
     else:
         held = (out / "attacks").is_dir() and any((out / "attacks").glob("*/rows.jsonl"))
         _check_legacy_settings(out, args)
     if held and not args.resume:
-        raise SystemExit(f"advimage: {out} already holds attacks: pass --resume to continue and reuse them, "
-                         "or choose another --out")
+        fail(f"{out} already holds attacks: pass --resume to continue and reuse them, "
+             "or choose another --out")
     return out
 
 
@@ -668,16 +669,16 @@ def _check_legacy_settings(out: Path, args: argparse.Namespace) -> None:
     if ((old.get("model"), old.get("steps"), old.get("seed"), old.get("base_size", BASE_SIZE),
          old.get("quantizer", "smart"))
             != (args.model, args.steps, args.seed, args.base_size, args.quantize)):
-        raise SystemExit(f"advimage: {out} holds attacks of {old.get('model')} (steps {old.get('steps')}, seed "
-                         f"{old.get('seed')}, quantizer {old.get('quantizer', 'smart')}); use another --out for "
-                         "other settings")
+        fail(f"{out} holds attacks of {old.get('model')} (steps {old.get('steps')}, seed "
+             f"{old.get('seed')}, quantizer {old.get('quantizer', 'smart')}); use another --out for "
+             "other settings")
 
 
 def _configs(text: str) -> list[str]:
     configs = [c.strip() for c in text.split(",") if c.strip()]
     for c in configs:
         if c not in DOWNSCALERS + ENSEMBLES:
-            raise SystemExit(f"advimage: unknown config {c!r}; valid: {', '.join(DOWNSCALERS + ENSEMBLES)}")
+            fail(f"unknown config {c!r}; valid: {', '.join(DOWNSCALERS + ENSEMBLES)}")
     return configs
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..cli_support import fail
 from ..data import check_labels, discover
 from .registry import experiment
 from .scaling import prepare_bases
@@ -202,7 +203,7 @@ def main(args: argparse.Namespace) -> int:
         for m in models:
             check(m)
     except UnknownModelError as exc:
-        raise SystemExit(f"advimage: {exc}") from None
+        fail(str(exc))
     summary = run(args.images, Path(args.out), models, steps=args.steps, limit=args.limit, seed=args.seed,
                   batch_size=args.batch_size, device=args.device, resume=args.resume, progress=not args.quiet)
     print(markdown(summary))

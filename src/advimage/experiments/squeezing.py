@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from ..cli_support import fail
 from ..data import check_labels, discover
 from ..defenses.feature_squeezing import FeatureSqueezingDetector
 from ..engine import Settings, run_batch, write_outputs
@@ -386,21 +387,21 @@ def main(args) -> int:
     from ..specs import check as check_spec
 
     if args.attack not in attack_names():
-        raise SystemExit(f"advimage: unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
+        fail(f"unknown attack {args.attack!r}; valid attacks: {', '.join(attack_names())}")
     defenses = tuple(d.strip() for d in args.defenses.split(",") if d.strip())
     if args.calibration < 0 or not 0 <= args.fpr < 1:
-        raise SystemExit("advimage: --calibration must be >= 0 and --fpr in [0, 1)")
+        fail("--calibration must be >= 0 and --fpr in [0, 1)")
     try:
         for d in defenses:
             check_spec(f"{args.model}+{d}")
     except (KeyError, ValueError) as exc:
-        raise SystemExit(f"advimage: bad --model/--defenses: {exc}") from None
+        fail(f"bad --model/--defenses: {exc}")
     adaptive_attack = args.adaptive_attack or args.attack
     try:
         params = None if args.adaptive_params is None else parse_params(args.adaptive_params)
         Settings(attack=adaptive_attack, attack_params=params or {})
     except (KeyError, TypeError, ValueError) as exc:
-        raise SystemExit(f"advimage: bad --adaptive-attack/--adaptive-params: {exc}") from None
+        fail(f"bad --adaptive-attack/--adaptive-params: {exc}")
     summary = run(args.images, Path(args.out), model_name=args.model, attack=args.attack, steps=args.steps,
                   fgsm_steps=args.fgsm_steps, adaptive_attack=adaptive_attack, adaptive_steps=args.adaptive_steps,
                   adaptive_params=params, defenses=defenses, df=args.df,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cli_support import fail
 from .registry import experiment
 from .stego_pairs import Variant, classify, make_covers, make_variants
 
@@ -120,8 +121,8 @@ def check_record(out: Path, settings: dict[str, Any], resume: bool) -> None:
     path = out / "settings.json"
     if path.is_file():
         if not resume:
-            raise SystemExit(f"advimage: {out} already holds a run: pass --resume to continue it (same options), "
-                             "or choose another --out")
+            fail(f"{out} already holds a run: pass --resume to continue it (same options), "
+                 "or choose another --out")
         before = json.loads(path.read_text())
         diff = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
         if diff and all(k in EXTENDABLE for k in diff):
@@ -129,11 +130,11 @@ def check_record(out: Path, settings: dict[str, Any], resume: bool) -> None:
             return
         diff = [k for k in diff if k not in EXTENDABLE]
         if diff:
-            raise SystemExit(f"advimage: {out} was made with other options ({', '.join(diff)}): "
-                             + "; ".join(f"{k}: {before.get(k)!r} then, {settings.get(k)!r} now" for k in diff))
+            fail(f"{out} was made with other options ({', '.join(diff)}): "
+                 + "; ".join(f"{k}: {before.get(k)!r} then, {settings.get(k)!r} now" for k in diff))
         return
     if (out / "crops.csv").exists():
-        raise SystemExit(f"advimage: {out} holds pairs without settings.json (an older run): choose another --out")
+        fail(f"{out} holds pairs without settings.json (an older run): choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=1))
 
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace, command: str = "", record: dict[str, Any] | No
     out = Path(args.out)
     items = [i for i in discover(args.images) if i.label is not None][: args.limit]
     if not items:
-        raise SystemExit("no labelled images found")
+        fail("no labelled images found")
     model = load_model(args.model, device=args.device)
     check_labels(items, model.config.num_classes, args.model)
     if record is not None:
@@ -290,11 +291,11 @@ def main(args: argparse.Namespace) -> int:
     from ..progress import stdout_console
 
     if not 0 < args.test_fraction < 1:
-        raise SystemExit("--test-fraction must be in (0, 1)")
+        fail("--test-fraction must be in (0, 1)")
     if any(d < 1 for d in args.dfs):
-        raise SystemExit("--dfs must be >= 1")
+        fail("--dfs must be >= 1")
     if args.adaptive and args.srnet_epochs < 1:
-        raise SystemExit("--adaptive srnet needs an SRNet: --srnet-epochs N")
+        fail("--adaptive srnet needs an SRNet: --srnet-epochs N")
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
