@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -313,3 +314,84 @@ def test_spatial_from_reuses_the_files(dataset, table, tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["spatial_from"] == str(spatial)
     assert summary["mean_distortion"]["spatial"] == pytest.approx(sum(r["distortion"] for r in rows) / 3)
+
+
+def no_jpeg_attack(*_, **__):
+    raise AssertionError("the JPEG attack ran although --from-table was given")
+
+
+def table_copy(table_out, dest):
+    """The ``q<Q>/ours/`` files of a jpeg-table run, copied to ``dest`` to be damaged."""
+    for q in QUALITIES:
+        shutil.copytree(table_out / f"q{q}" / "ours", dest / f"q{q}" / "ours")
+    return dest
+
+
+def test_from_table_missing_folder_refused(dataset, tmp_path, capsys, monkeypatch):
+    folder, _ = dataset
+    monkeypatch.setattr(jpeg_defense, "jpeg_adversarials", no_jpeg_attack)
+    out = tmp_path / "run"
+    code = run_cli(defense_argv(folder, out, "--from-table", str(tmp_path / "nowhere")))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "nowhere: no such folder" in err and "advimage experiment jpeg-table IMAGES --qualities 90,75" in err
+    assert not out.exists()
+
+
+def test_from_table_missing_files_refused(dataset, table, tmp_path, capsys, monkeypatch):
+    """A table folder lacking files (another --limit, another --qualities) is refused, naming the
+    missing files and the command that makes them, not silently completed."""
+    folder, _ = dataset
+    monkeypatch.setattr(jpeg_defense, "jpeg_adversarials", no_jpeg_attack)
+    given = table_copy(table[0], tmp_path / "table")
+    (given / "q75" / "ours" / "img2.jpg").unlink()
+    (given / "q90" / "ours" / "img0.jpg").unlink()
+    out = tmp_path / "run"
+    code = run_cli(defense_argv(folder, out, "--from-table", str(given)))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "2 of 6 JPEG files missing (q90/ours/img0.jpg, q75/ours/img2.jpg)" in err
+    assert "RUN/q<Q>/ours/<stem>.jpg" in err and "drop --from-table" in err
+    assert not out.exists()
+    with pytest.raises(jpeg_defense.TableFilesError, match=r"3 of 3 JPEG files missing \(q60/ours/img0.jpg"):
+        jpeg_defense.run([str(folder)], out, "tiny-jpeg-test", steps=STEPS, qualities=(60,), device="cpu",
+                         from_table=table[0], progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("size", f"img1.jpg is {SIZE + 8}x{SIZE}, the model's input {SIZE}x{SIZE}"),
+    ("png", "img1.jpg is a PNG file, not a JPEG"),
+    ("truncated", "img1.jpg is not a readable image"),
+])
+def test_from_table_invalid_file_refused(dataset, table, tmp_path, capsys, monkeypatch, damage, words):
+    folder, _ = dataset
+    monkeypatch.setattr(jpeg_defense, "jpeg_adversarials", no_jpeg_attack)
+    monkeypatch.setattr(jpeg_defense, "spatial_adversarials", no_attack)
+    given = table_copy(table[0], tmp_path / "table")
+    bad = given / "q75" / "ours" / "img1.jpg"
+    if damage == "size":
+        Image.new("RGB", (SIZE + 8, SIZE)).save(bad, "JPEG")
+    elif damage == "png":
+        Image.new("RGB", (SIZE, SIZE)).save(bad, "PNG")
+    else:
+        bad.write_bytes(bad.read_bytes()[:40])
+    out = tmp_path / "run"
+    code = run_cli(defense_argv(folder, out, "--from-table", str(given)))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+    assert f"--from-table {given / 'q75' / 'ours'}: " in err
+    assert not out.exists()
+
+
+def test_from_table_reuses_every_file(dataset, table, tmp_path, monkeypatch):
+    """A complete folder is used as it is: no JPEG attack, no out/q<Q>/, every file the table's."""
+    folder, _ = dataset
+    monkeypatch.setattr(jpeg_defense, "jpeg_adversarials", no_jpeg_attack)
+    given = table_copy(table[0], tmp_path / "table")
+    out = tmp_path / "run"
+    assert run_cli(defense_argv(folder, out, "--from-table", str(given))) == 0
+    assert not (out / "q90").exists() and not (out / "q75").exists()
+    rows = [r for r in json.loads((out / "rows.json").read_text()) if r["source"].startswith("jpeg")]
+    assert sorted((r["source"], r["file"]) for r in rows) == sorted(
+        (f"jpeg{q}", str(given / f"q{q}" / "ours" / f"img{i}.jpg")) for q in QUALITIES for i in range(3))

@@ -8,8 +8,9 @@ Sources of adversarial images, per original x0:
   commit 713ab66). A folder that lacks files is refused (:class:`SpatialFilesError`), never
   silently completed;
 * ``jpeg<q>``: the §7.4.1 JPEG protocol at quality q (plain JPEG if it fools the model, else
-  BP on the plain JPEG + JPEG smart quantization), a .jpg (or taken from a ``jpeg-table``
-  output folder, ``q<q>/ours/<stem>.jpg``).
+  BP on the plain JPEG + JPEG smart quantization), a .jpg (or, with ``from_table``, taken from a
+  ``jpeg-table`` output folder that holds ``q<q>/ours/<stem>.jpg`` for every image and quality;
+  a folder that lacks files is refused (:class:`TableFilesError`), never silently completed).
 
 Each file is decoded (Pillow) and classified by the model behind a JPEG reformer
 (:class:`~advimage.defenses.jpeg.JpegDefense`, no gradient needed) at every defense quality q',
@@ -43,13 +44,32 @@ from .registry import experiment
 from .stored import ExperimentRun
 
 
-class SpatialFilesError(DataError):
-    """``--spatial-from`` names a folder that is missing, lacks some ``<stem>.png`` or holds a file
-    of the wrong size (the CLI: one line, exit status 2)."""
+class ReusedFilesError(DataError):
+    """A folder of files to reuse is missing, lacks some or holds an unreadable one, or one of the
+    wrong size or format (the CLI: one line, exit status 2)."""
+
+
+class SpatialFilesError(ReusedFilesError):
+    """``--spatial-from``'s folder is not usable (see :class:`ReusedFilesError`)."""
+
+
+class TableFilesError(ReusedFilesError):
+    """``--from-table``'s folder is not usable (see :class:`ReusedFilesError`)."""
 
 
 MAKE_SPATIAL = ("advimage experiment jpeg-defense IMAGES --out RUN (same images, --model, --attack, --steps, "
                 "--df, --limit) writes them as RUN/spatial/<stem>.png; or drop --spatial-from to compute them here")
+
+
+def make_table(qualities: tuple[int, ...]) -> str:
+    """The command that writes the JPEG files ``--from-table`` reuses, for the refusals."""
+    return (f"advimage experiment jpeg-table IMAGES --qualities {','.join(str(q) for q in qualities)} --out RUN "
+            "(same images, --model, --attack, --steps, --df, --limit) writes them as RUN/q<Q>/ours/<stem>.jpg; "
+            "or drop --from-table to compute them here")
+
+
+def _listed(missing: list[str]) -> str:
+    return ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
 
 
 def spatial_files(folder: Path, stems: list[str]) -> list[Path]:
@@ -61,22 +81,47 @@ def spatial_files(folder: Path, stems: list[str]) -> list[Path]:
     paths = [folder / f"{s}.png" for s in stems]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
         raise SpatialFilesError(f"--spatial-from {folder}: {len(missing)} of {len(paths)} spatial PNGs missing "
-                                f"({shown}); {MAKE_SPATIAL}")
+                                f"({_listed(missing)}); {MAKE_SPATIAL}")
     return paths
 
 
-def check_sizes(paths: list[Path], size: int) -> None:
-    """Refuse (:class:`SpatialFilesError`) a reused file that is not ``size`` x ``size`` pixels
-    (the model's input, where x0 and the spatial adversarials live)."""
+def table_files(folder: Path, qualities: tuple[int, ...], stems: list[str]) -> dict[int, dict[str, Path]]:
+    """quality -> stem -> ``folder/q<q>/ours/<stem>.jpg`` for every quality and stem, or
+    :class:`TableFilesError` naming the missing ones and the command that makes them (reused files
+    are all there or refused, never silently completed by recomputing some)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TableFilesError(f"--from-table {folder}: no such folder; {make_table(qualities)}")
+    paths = {q: {s: folder / f"q{q}" / "ours" / f"{s}.jpg" for s in stems} for q in qualities}
+    every = [p for per_q in paths.values() for p in per_q.values()]
+    missing = [p.relative_to(folder).as_posix() for p in every if not p.is_file()]
+    if missing:
+        raise TableFilesError(f"--from-table {folder}: {len(missing)} of {len(every)} JPEG files missing "
+                              f"({_listed(missing)}); {make_table(qualities)}")
+    return paths
+
+
+def check_sizes(paths: list[Path], size: int, *, option: str = "--spatial-from", make: str = MAKE_SPATIAL,
+                error: type[ReusedFilesError] = SpatialFilesError, image_format: str | None = None) -> None:
+    """Refuse (``error``, a :class:`ReusedFilesError`) a reused file that does not decode, is not
+    ``size`` x ``size`` pixels (the model's input, where x0 and the adversarials live) or, if
+    ``image_format`` is given (Pillow's name, e.g. ``"JPEG"``), is in another format; option and
+    make: the option and the command named in the message."""
     from PIL import Image
 
     for p in paths:
-        with Image.open(p) as im:
-            if im.size != (size, size):
-                raise SpatialFilesError(f"--spatial-from {p.parent}: {p.name} is {im.size[0]}x{im.size[1]}, the "
-                                        f"model's input {size}x{size}; {MAKE_SPATIAL}")
+        try:
+            with Image.open(p) as im:
+                im.load()
+                got, fmt = im.size, im.format
+        except OSError as exc:
+            raise error(f"{option} {p.parent}: {p.name} is not a readable image ({exc}); {make}") from None
+        if image_format is not None and fmt != image_format:
+            raise error(f"{option} {p.parent}: {p.name} is a {fmt} file, not a {image_format}; {make}")
+        if got != (size, size):
+            raise error(f"{option} {p.parent}: {p.name} is {got[0]}x{got[1]}, the model's input {size}x{size}; "
+                        f"{make}")
 
 
 @dataclass
@@ -121,22 +166,27 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
     """Run the experiment; the rows in ``out``'s result store (``results.sqlite``, committed per
     batch) and, exported from it, ``rows.json``, ``summary.json``, ``table.md`` under ``out``.
 
-    from_table: a ``jpeg-table`` output folder whose ``q<q>/ours/<stem>.jpg`` are reused
-    (missing files are recomputed under ``out/q<q>/``). spatial_from: a folder holding a
-    ``<stem>.png`` spatial adversarial, at the model's input size, for every image; a missing folder
-    or file, or a file of another size, raises :class:`SpatialFilesError` before any attack runs.
+    from_table: a ``jpeg-table`` output folder holding ``q<q>/ours/<stem>.jpg``, a JPEG at the
+    model's input size, for every image and quality; a missing folder or file, or an unreadable
+    file, one of another size or not a JPEG, raises :class:`TableFilesError` before any attack runs
+    (nothing is recomputed). spatial_from: a folder holding a ``<stem>.png`` spatial adversarial,
+    at the model's input size, for every image; a missing folder or file, or an unreadable file or
+    one of another size, raises :class:`SpatialFilesError` before any attack runs.
     """
     from rich.progress import Progress
 
     out = Path(out)
     items = discover(images)
     items = items[:limit] if limit else items
-    # reused spatial files: all present, or refused before the model is even loaded
-    reused = dict(zip((it.stem for it in items), spatial_files(spatial_from, [it.stem for it in items]))) \
-        if spatial_from is not None else {}
+    # reused spatial and JPEG files: all present, or refused before the model is even loaded
+    stems_all = [it.stem for it in items]
+    reused = dict(zip(stems_all, spatial_files(spatial_from, stems_all))) if spatial_from is not None else {}
+    table = table_files(from_table, qualities, stems_all) if from_table is not None else {}
     model = load_model(model_name, device=device)
     check_labels(items, model.config.num_classes, model_name)
     check_sizes(list(reused.values()), model.config.input_size)
+    check_sizes([p for per_q in table.values() for p in per_q.values()], model.config.input_size,
+                option="--from-table", make=make_table(qualities), error=TableFilesError, image_format="JPEG")
     out.mkdir(parents=True, exist_ok=True)
     sources = ["none", "spatial"] + [f"jpeg{q}" for q in qualities]
     t_start = time.perf_counter()
@@ -168,19 +218,15 @@ def run(images: list[str], out: Path, model_name: str = "efficientnet_lite0", at
                 subset = [ImageItem(it.path, int(y[j])) for j, (it, _) in enumerate(batch)]
                 spatial = spatial_adversarials(model, subset, x0, targets, attack=attack, steps=steps, df=df)
             files["spatial"] = list(spatial)
-            # JPEG files: reuse the jpeg-table's, else the §7.4.1 protocol
+            # JPEG files: the jpeg-table's (all present, checked above), else the §7.4.1 protocol
             for q in qualities:
-                paths = [from_table / f"q{q}" / "ours" / f"{s}.jpg" if from_table else None for s in stems]
-                missing = [j for j, p in enumerate(paths) if p is None or not p.is_file()]
-                if missing:
-                    idx = torch.tensor(missing, device=model.device)
-                    folder = out / f"q{q}"
-                    subset = [ImageItem(batch[j][0].path, int(y[j])) for j in missing]
-                    adv = jpeg_adversarials(model, subset, x0[idx], q, [folder / f"{stems[j]}.jpg" for j in missing],
+                if from_table is not None:
+                    files[f"jpeg{q}"] = [table[q][s] for s in stems]
+                else:
+                    subset = [ImageItem(it.path, int(y[j])) for j, (it, _) in enumerate(batch)]
+                    adv = jpeg_adversarials(model, subset, x0, q, [out / f"q{q}" / f"{s}.jpg" for s in stems],
                                             attack=attack, steps=steps, df=df)
-                    for j, p in zip(missing, adv.paths):
-                        paths[j] = p
-                files[f"jpeg{q}"] = paths
+                    files[f"jpeg{q}"] = list(adv.paths)
             rows: list[Row] = []
             for source in sources:
                 if source == "none":
@@ -263,7 +309,8 @@ def add_parser(experiment_subparsers, name: str, help: str) -> argparse.Argument
     p.add_argument("--defense-qualities", type=_qualities, default=(100, 90, 75, 60),
                    help="qualities of the JPEG reformer, comma-separated")
     p.add_argument("--from-table", type=Path, default=None,
-                   help="reuse a jpeg-table output folder's q<Q>/ours/<stem>.jpg files")
+                   help="reuse a jpeg-table output folder's q<Q>/ours/<stem>.jpg files (every image, every "
+                   "--qualities Q); refused if any is missing")
     p.add_argument("--spatial-from", type=Path, default=None,
                    help="reuse a folder holding <stem>.png spatial adversarials for every image (e.g. an earlier "
                    "jpeg-defense run's spatial/); refused if any is missing")
