@@ -13,8 +13,9 @@
 3. Tables (:mod:`.stego_report`): Markdown, the canonical command in each table's header.
 
 One command, one folder: ``settings.json`` records every option that decides a number; a second
-call needs ``--resume`` and the same options, reuses every file, row, feature and SRNet epoch
-already made, and writes the same table bytes. The model sees the crops at their own size
+call needs ``--resume`` and the same options, reuses every file, row (in the folder's result
+store, :mod:`.stego_rows`), feature and SRNet epoch already made, and writes the same table bytes.
+The model sees the crops at their own size
 (``--size``, no resize layer): compute is what limits this experiment on a CPU.
 """
 
