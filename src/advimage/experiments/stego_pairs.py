@@ -237,8 +237,9 @@ def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, s
             if progress:
                 progress.advance(task, len(idx))
     result = {}
-    for v in group:
-        result[v.name] = [done[v.name][r["file"]] for r, _ in todo[v.name]]
+    for v in group:  # the rows as stored, read back: what the exports, the detectors and the tables see
+        stored = store.done(v.name, v.quantizer)
+        result[v.name] = [stored[r["file"]] for r, _ in todo[v.name]]
         write_rows(out, v, result[v.name])
         write_pairs(out, v, result[v.name])
     return result
