@@ -55,6 +55,16 @@ def test_metadata_and_settings_json(tmp_path):
         assert st._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_start_run_can_leave_settings_json_alone(tmp_path):
+    """A caller keeping its own record in settings.json (stego-table) still records the run."""
+    (tmp_path / "settings.json").write_text('{"own": 1}')
+    with ResultStore(tmp_path) as st:
+        rid = st.start_run(SETTINGS, seed=5, settings_file=False)
+        st.add_batch(make_rows(range(2)), settings=SETTINGS)
+        assert [r["run_id"] for r in st.runs()] == [rid] and {r["run_id"] for r in st.rows()} == {rid}
+    assert json.loads((tmp_path / "settings.json").read_text()) == {"own": 1}
+
+
 def test_add_done_rows_and_no_duplicates(tmp_path):
     with ResultStore(tmp_path) as st:
         with pytest.raises(ValueError, match="start_run"):

@@ -179,3 +179,63 @@ def test_stego_table_resumes_bit_for_bit(photos, tmp_path, monkeypatch, capsys):
     longer = (second / "run" / "tables.md").read_text()
     assert "--srnet-epochs 3" in longer and "SRNet 3 epochs" in longer
     assert json.loads((second / "run" / "settings.json").read_text())["srnet_epochs"] == 3
+
+
+def _store_rows(run: Path) -> list[dict]:
+    from advimage.bench.store import ResultStore
+
+    with ResultStore(run) as store:
+        return store.rows()
+
+
+def test_stego_table_resumes_from_the_store(photos, tmp_path, monkeypatch):
+    """The rows are in the store: the exported CSVs can go (a resume makes nothing again and writes
+    them back, byte for byte); a folder of the earlier version (rows in rows.csv, no store) resumes
+    with its rows imported into the store once."""
+    import warnings
+
+    from advimage import engine
+
+    warnings.simplefilter("ignore")  # the corrupt photo's warning
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert main(_small(photos)) == 0
+    table = (run / "tables.md").read_bytes()
+    exports = sorted([*(run / "adv").glob("*/rows.csv"), *(run / "sets").glob("*/pairs.csv")])
+    assert exports
+    content = {p: p.read_bytes() for p in exports}
+    stored = _store_rows(run)
+    variants = {r["attack"] for r in stored}
+    assert variants == {p.parent.name for p in (run / "adv").glob("*/rows.csv")}
+    for name in variants:  # one store row per crop x variant, the record whole in extra
+        rows = list(csv.DictReader(open(run / "adv" / name / "rows.csv")))
+        mine = [r for r in stored if r["attack"] == name]
+        assert sorted(r["image"] for r in mine) == sorted(r["file"] for r in rows)
+        by_file = {r["file"]: r for r in rows}
+        for r in mine:
+            assert {k: str(v) for k, v in r["extra"].items()} == by_file[r["image"]]
+            assert r["success"] == bool(int(by_file[r["image"]]["success"]))
+            assert r["distortion"] == pytest.approx(float(by_file[r["image"]]["l2"]))
+    assert json.loads((run / "settings.json").read_text())["size"] == 32  # stego-table's own record, kept
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a crop was attacked again")
+    monkeypatch.setattr(engine, "verify_row", no_work)
+
+    for p in exports:
+        p.unlink()
+    assert main(_small(photos, "--resume")) == 0
+    assert (run / "tables.md").read_bytes() == table
+    assert {p: p.read_bytes() for p in exports} == content
+    assert len(_store_rows(run)) == len(stored)
+
+    # the earlier version's folder: rows.csv files, no store rows
+    for p in run.glob("results.sqlite*"):
+        p.unlink()
+    assert main(_small(photos, "--resume")) == 0
+    assert (run / "tables.md").read_bytes() == table
+    assert {p: p.read_bytes() for p in exports} == content
+    imported = _store_rows(run)
+    assert sorted((r["attack"], r["image"]) for r in imported) == sorted((r["attack"], r["image"]) for r in stored)
+    assert [r["extra"] for r in imported if r["attack"] == "train-fgsm-smart-df1"][0]["l2"] == \
+        list(csv.DictReader(open(run / "adv" / "train-fgsm-smart-df1" / "rows.csv")))[0]["l2"]

@@ -123,10 +123,11 @@ class ResultStore:
 
     # -- run metadata ---------------------------------------------------------------------
     def start_run(self, settings: Mapping[str, Any], *, seed: int | None = None,
-                  run_id: str | None = None) -> str:
+                  run_id: str | None = None, settings_file: bool = True) -> str:
         """Record a run (settings, seed, package versions, argv); returns its id.
 
-        Also writes ``settings.json`` atomically. Rows added later get this ``run_id``.
+        Also writes ``settings.json`` atomically, unless ``settings_file`` is False (a caller that
+        keeps its own record there). Rows added later get this ``run_id``.
         """
         run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
         versions = package_versions()
@@ -136,9 +137,10 @@ class ResultStore:
             self._conn.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
                                (run_id, meta["started"], _canonical(settings), json.dumps(versions),
                                 seed, json.dumps(meta["argv"])))
-        tmp = self.run_dir / (SETTINGS_NAME + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, self.run_dir / SETTINGS_NAME)
+        if settings_file:
+            tmp = self.run_dir / (SETTINGS_NAME + ".tmp")
+            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+            os.replace(tmp, self.run_dir / SETTINGS_NAME)
         self.run_id = run_id
         return run_id
 

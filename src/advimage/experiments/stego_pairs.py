@@ -6,8 +6,11 @@ A run folder holds::
     crops.csv                      file, source, split, label, prediction
     adv/<variant>/<crop>_adv.png   adversarial files of one attack + quantizer (+ df), verified
                                    by the engine before they are written (only files that fool)
-    adv/<variant>/rows.csv         every attacked crop: success (of the decoded file), output, l2, ...
-    sets/<variant>/pairs.csv       the successful pairs, read by ``advimage detect``
+    results.sqlite                 every attacked crop × variant, one row committed per batch
+                                   (:mod:`.stego_rows`): success (of the decoded file), output, l2, ...
+    adv/<variant>/rows.csv         export of the variant's stored rows
+    sets/<variant>/pairs.csv       the successful pairs (export of the stored rows), read by
+                                   ``advimage detect``
 
 Photos are split by source (never the same photo in train and test). Training pairs are made
 for every training crop, moving away from the model's own prediction (a detector learns the
@@ -32,6 +35,7 @@ from .. import codec
 from ..criteria import Misclassification
 from ..data import ImageItem
 from ..images import ImageReadError, read_pil
+from .stego_rows import StegoRows, rows_csv
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ def targets(rows: list[dict], split: str) -> list[tuple[dict, int]]:
             and int(r["prediction"]) == int(r["label"])]
 
 
-def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, batch_size: int,
+def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, store: StegoRows, batch_size: int,
                   limits: dict[str, int | None], progress=None, seed: int = 0,
                   attacked=None, criterion=None) -> dict[str, list[dict]]:
     """Variants sharing one attack (same split, attack and budget): each batch is attacked once and
@@ -149,8 +153,9 @@ def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, b
     (:func:`advimage.engine.write_outputs`, ``<stem>_adv.png``).
 
     Resumable and reproducible: the crops are cut into fixed batches (the same whatever is already
-    done), ``rows.csv`` of each variant lists the crops done, and a batch runs again only for the
-    variants that miss it. attacked: the classifier the attack and the quantizers go through
+    done), each variant's rows are committed to ``store`` per batch (what a resume reads as done),
+    and a batch runs again only for the variants that miss it; ``rows.csv`` and ``pairs.csv`` are
+    written from the stored rows at the end. attacked: the classifier the attack and the quantizers go through
     (default ``model``; e.g. a classifier composed with a detector, :mod:`advimage.detect.adaptive`)
     and criterion: labels (N,) -> its criterion (default :class:`~advimage.criteria.Misclassification`);
     files are always verified on ``model`` alone, as misclassified.
@@ -165,13 +170,7 @@ def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, b
         raise ValueError("variants of a group must share split, attack and steps")
     every = targets(rows, split)
     todo = {v.name: every[:limits.get(v.name)] for v in group}
-    done: dict[str, dict[str, dict]] = {}
-    for v in group:
-        table = out / "adv" / v.name / "rows.csv"
-        done[v.name] = {}
-        if table.exists():
-            with open(table, newline="") as f:
-                done[v.name] = {r["file"]: r for r in csv.DictReader(f)}
+    done = {v.name: store.done(v.name, v.quantizer) for v in group}
     wanted = {r["file"] for v in group for r, _ in todo[v.name]}
     scheduled = [(r, y) for r, y in every if r["file"] in wanted]  # fixed batches, whatever is done
     total = sum(len(t) for t in todo.values())
@@ -219,11 +218,12 @@ def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, b
                 verify_row(row, model, x0_u8[i], Misclassification(y[i:i + 1]), settings)  # before any write
                 made.append((i, row))
             write_outputs([row for _, row in made], folder)
+            batch = []
             for j, (i, row) in enumerate(made):
                 r, label = chunk[i]
                 assert row.data is not None
                 l2 = (codec.decode(row.data, row.suffix).float() - x0_u8[i].float()).flatten().norm()
-                done[v.name][r["file"]] = {
+                batch.append({
                     "file": r["file"], "output": Path(row.output).name if row.output else "", "source": r["source"],
                     "split": split, "label": label, "float_success": int(adv.success[i]),
                     "success": int(row.verified), "l2": f"{float(l2):.4f}",
@@ -231,16 +231,26 @@ def make_variants(model, out: Path, rows: list[dict], group: list[Variant], *, b
                     "attack_gradients": int(adv.gradients[i]), "attack_forwards": int(adv.forwards[i]),
                     "quantizer_gradients": int(q.gradients[j]), "quantizer_forwards": int(q.forwards[j]),
                     "attack_seconds": f"{attack_seconds:.3f}", "quantizer_seconds": f"{q_seconds:.3f}",
-                }
-            _write_csv(out / "adv" / v.name / "rows.csv",
-                       [done[v.name][r["file"]] for r, _ in todo[v.name] if r["file"] in done[v.name]])
+                })
+            store.commit(v.name, v.quantizer, batch)
+            done[v.name].update((b["file"], b) for b in batch)
             if progress:
                 progress.advance(task, len(idx))
     result = {}
-    for v in group:
-        result[v.name] = [done[v.name][r["file"]] for r, _ in todo[v.name]]
+    for v in group:  # the rows as stored, read back: what the exports, the detectors and the tables see
+        stored = store.done(v.name, v.quantizer)
+        result[v.name] = [stored[r["file"]] for r, _ in todo[v.name]]
+        write_rows(out, v, result[v.name])
         write_pairs(out, v, result[v.name])
     return result
+
+
+def write_rows(out: Path, variant: Variant, rows: list[dict]) -> Path:
+    """``adv/<variant>/rows.csv``: every attacked crop's record (an export of the stored rows)."""
+    path = rows_csv(out, variant.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_csv(path, rows)
+    return path
 
 
 def write_pairs(out: Path, variant: Variant, rows: list[dict]) -> Path:

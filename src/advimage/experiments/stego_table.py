@@ -13,8 +13,9 @@
 3. Tables (:mod:`.stego_report`): Markdown, the canonical command in each table's header.
 
 One command, one folder: ``settings.json`` records every option that decides a number; a second
-call needs ``--resume`` and the same options, reuses every file, row, feature and SRNet epoch
-already made, and writes the same table bytes. The model sees the crops at their own size
+call needs ``--resume`` and the same options, reuses every file, row (in the folder's result
+store, :mod:`.stego_rows`), feature and SRNet epoch already made, and writes the same table bytes.
+The model sees the crops at their own size
 (``--size``, no resize layer): compute is what limits this experiment on a CPU.
 """
 
@@ -32,6 +33,7 @@ import numpy as np
 from ..cli_support import fail
 from .registry import experiment
 from .stego_pairs import Variant, classify, make_covers, make_variants
+from .stego_rows import StegoRows
 
 TABLES = ("8.1", "8.2", "8.3", "8.4")
 QUANTIZERS = ("smart", "hill", "mipod", "gina")
@@ -115,6 +117,12 @@ def command_line(args: argparse.Namespace, parser: list[tuple[str, str, bool]]) 
     return shlex.join(words)
 
 
+def row_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The settings every stored row of a run is keyed by: its record less :data:`EXTENDABLE` (what
+    ``--resume`` keeps: the same hash on every resume; the adaptive variants' names say their SRNet)."""
+    return {"experiment": "stego-table", **{k: v for k, v in record.items() if k not in EXTENDABLE}}
+
+
 def check_record(out: Path, settings: dict[str, Any], resume: bool) -> None:
     """First call: write ``settings.json``. Later calls: only with ``--resume`` and the same settings
     (those of :data:`EXTENDABLE` may change: the record then says the latest)."""
@@ -142,13 +150,12 @@ def check_record(out: Path, settings: dict[str, Any], resume: bool) -> None:
 # -- the run -------------------------------------------------------------------------------------
 def run(args: argparse.Namespace, command: str = "", record: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole experiment into ``args.out``; record: the settings to check against (or write to)
-    ``settings.json`` once the images and labels are known good (:func:`check_record`)."""
+    ``settings.json`` once the images and labels are known good (:func:`check_record`), and to key
+    the stored rows by (:func:`row_settings`; default: ``args``' recorded options)."""
     import torch
 
     from ..data import check_labels, discover
     from ..models import load_model
-    from ..progress import progress_bar
-    from . import stego_detect, stego_report
 
     torch.manual_seed(args.seed)
     out = Path(args.out)
@@ -159,6 +166,16 @@ def run(args: argparse.Namespace, command: str = "", record: dict[str, Any] | No
     check_labels(items, model.config.num_classes, args.model)
     if record is not None:
         check_record(out, record, args.resume)
+    else:
+        record = recorded(args, [d for d, _, _ in _PARSER])
+    with StegoRows(out, args.model, record, row_settings(record)) as store:
+        return _run(args, out, model, items, store, command)
+
+
+def _run(args: argparse.Namespace, out: Path, model, items: list, store: StegoRows, command: str) -> dict[str, Any]:
+    from ..progress import progress_bar
+    from . import stego_detect, stego_report
+
     rows = make_covers(items, out, size=args.size, train_crops=args.train_crops, test_crops=args.test_crops,
                        test_fraction=args.test_fraction, seed=args.seed)
     rows = classify(model, out, rows, args.batch_size)
@@ -171,8 +188,8 @@ def run(args: argparse.Namespace, command: str = "", record: dict[str, Any] | No
     made: dict[str, list[dict]] = {}
     with progress_bar(not args.quiet) as bar:
         for group in p.groups():
-            made.update(make_variants(model, out, rows, group, batch_size=args.batch_size, limits=limits,
-                                      progress=bar, seed=args.seed))
+            made.update(make_variants(model, out, rows, group, store=store, batch_size=args.batch_size,
+                                      limits=limits, progress=bar, seed=args.seed))
     summary = summarize(args, rows, made)
     if args.stage == "pairs":
         _write(out, summary, None)
@@ -184,8 +201,8 @@ def run(args: argparse.Namespace, command: str = "", record: dict[str, Any] | No
     if p.adaptive:
         guard = detection.guard(model)
         with progress_bar(not args.quiet) as bar:
-            made.update(make_variants(model, out, rows, p.adaptive, batch_size=args.batch_size, limits=limits,
-                                      progress=bar, seed=args.seed, attacked=guard.model,
+            made.update(make_variants(model, out, rows, p.adaptive, store=store, batch_size=args.batch_size,
+                                      limits=limits, progress=bar, seed=args.seed, attacked=guard.model,
                                       criterion=guard.criterion))
         summary["variants"].update(summarize(args, rows, {v.name: made[v.name] for v in p.adaptive})["variants"])
         summary["detection"].update(detection.adaptive())
