@@ -16,11 +16,15 @@ Usage::
 
     python benchmarks/bench_blackbox.py IMAGES [-n 16] [--model efficientnet_lite0] \\
         [--attacks surfree,hsj,cgba,cgba_h,ttba] [--budgets 500,1000,2000,5000] [--batch-size 16] \\
-        [--device cuda] [--threads N] [--seed 0] [--time-all] \\
+        [--device cuda] [--threads N] [--seed 0] [--time-all | --no-time] \\
         [--out benchmarks/out/blackbox.json] [--plot benchmarks/out/blackbox.png]
 
 Writes JSON and a plot of the median distortion against the budget, and prints a table.
-Not a test: timings depend on the machine.
+Every finished (attack, budget) run is appended to ``--out`` with ``.jsonl`` as it ends: a rerun
+on the same images, model, device, seed and batch size skips the runs already there, and the
+JSON, plot and table cover every stored run of that setting (so ``--attacks cgba --budgets
+1000,5000`` then ``--attacks surfree --budgets 2000,5000`` build one comparison; an interrupted
+run loses only the run in progress). Not a test: timings depend on the machine.
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ def plot(results: dict, budgets: list[int], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, runs in results.items():
         ks = [k for k in budgets if str(k) in runs]
-        med = [runs[str(k)]["median"] for k in ks]
+        med = [np.nan if runs[str(k)]["median"] is None else runs[str(k)]["median"] for k in ks]
         lo = [np.percentile(_effective(runs[str(k)]), 25) for k in ks]
         hi = [np.percentile(_effective(runs[str(k)]), 75) for k in ks]
         line, = ax.plot(ks, med, marker="o", label=name)
@@ -143,8 +147,24 @@ def plot(results: dict, budgets: list[int], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def fmt(v: float | None, f: str = ".3g") -> str:
+    return "–" if v is None or not math.isfinite(v) else format(v, f)
+
+
+def stored_runs(log: Path, setting: dict) -> dict[str, dict[str, dict]]:
+    """Runs already in the JSONL log for this setting: attack -> budget (str) -> run."""
+    runs: dict[str, dict[str, dict]] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row["setting"] == setting:
+                    runs.setdefault(row["attack"], {})[str(row["budget"])] = row["run"]
+    return runs
+
+
 def _effective(run: dict) -> np.ndarray:
-    d = np.asarray(run["distortion"], dtype=float)
+    d = np.asarray([np.inf if v is None else v for v in run["distortion"]], dtype=float)
     return np.where(np.asarray(run["success"]), d, np.inf)
 
 
@@ -161,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-all", action="store_true",
                    help="replay the forwards of every run, not only the largest budget")
+    p.add_argument("--no-time", action="store_true",
+                   help="replay no forwards (a replay costs as many forwards as the run it times)")
     p.add_argument("--out", default="benchmarks/out/blackbox.json")
     p.add_argument("--plot", default=None, help="default: --out with .png")
     args = p.parse_args(argv)
@@ -182,26 +204,36 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         model(x[:1])  # warm-up (lazy init, cuDNN autotuning) outside the timings
         misclassified = (model(x).argmax(1) != y).tolist()
-    results: dict[str, dict[str, dict]] = {}
+    out = Path(args.out)
+    log = out.with_suffix(".jsonl")
+    setting = {"model": args.model, "device": device, "images": names, "seed": args.seed,
+               "batch_size": args.batch_size}
+    stored = stored_runs(log, setting)
     skipped: dict[str, str] = {}
     for a in attacks:
-        results[a] = {}
         for k in budgets:
+            if str(k) in stored.get(a, {}):
+                print(f"{a:8s} K={k:5d}  stored in {log}", file=sys.stderr, flush=True)
+                continue
             try:
                 run = run_attack(a, model, x, y, k, args.seed, args.batch_size,
-                                 replay=args.time_all or k == budgets[-1])
+                                 replay=not args.no_time and (args.time_all or k == budgets[-1]))
             except ImportError as e:  # e.g. hsj without foolbox
                 skipped[a] = str(e)
                 break
             run.update(summarize(run, misclassified))
-            results[a][str(k)] = run
-            print(f"{a:8s} K={k:5d}  median {run['median']:.3f}  d½ {run['d_half_empirical']:.3f}  "
+            run = {kk: (_finite(vv) if isinstance(vv, float) else vv) for kk, vv in run.items()}
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("a") as f:
+                f.write(json.dumps({"setting": setting, "attack": a, "budget": k,
+                                    "threads": torch.get_num_threads(), "run": run}) + "\n")
+            stored.setdefault(a, {})[str(k)] = run
+            print(f"{a:8s} K={k:5d}  median {fmt(run['median'])}  d½ {fmt(run['d_half_empirical'])}  "
                   f"success {run['success_rate']:.0%}  {run['seconds']:.1f} s", file=sys.stderr, flush=True)
-        if not results[a]:
-            del results[a]
+    results = {a: dict(sorted(runs.items(), key=lambda kv: int(kv[0]))) for a, runs in stored.items() if runs}
+    budgets = sorted({int(k) for runs in results.values() for k in runs})
     import advimage
 
-    out = Path(args.out)
     png = Path(args.plot) if args.plot else out.with_suffix(".png")
     title = f"{args.model}, {len(names)} images, {device}"
     plot(results, budgets, png, title)
@@ -212,13 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "advimage": advimage.__version__, "threads": torch.get_num_threads(),
         "images": names, "misclassified": misclassified, "budgets": budgets, "batch_size": args.batch_size,
         "seed": args.seed, "skipped": skipped, "plot": str(png),
-        "results": {a: {k: {kk: (_finite(vv) if isinstance(vv, float) else vv) for kk, vv in r.items()}
-                        for k, r in runs.items()} for a, runs in results.items()},
+        "results": results,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    fmt = lambda v, f=".3g": "–" if v is None or not math.isfinite(v) else format(v, f)  # noqa: E731
     print(f"\nHard-label attacks: {title} ({result['device_name']}), batch {args.batch_size}, seed {args.seed}\n")
     print("| attack | queries | median d | empirical d½ | success | s/image | attack / forwards |")
     print("|---|--:|--:|--:|--:|--:|--:|")
