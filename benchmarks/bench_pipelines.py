@@ -6,14 +6,15 @@ classified through each pipeline of ``pipelines.COMMON`` by its own libraries (P
 torchvision, OpenCV, bf16 autocast, Pillow's JPEG re-encode). Configurations:
 
 - ``default``: the engine's default (attack through Pillow's resize, quantizer through the pair);
-- ``common``: ``victims="common"``, the 13 pipelines;
+- ``common``: ``victims="common"``, the 13 pipelines, the q90 re-encode's gradient BPDA's identity;
 - ``resizes``: ``victims="resizes"`` (the 10 resizes: no rounding, bf16 or JPEG member), and
   ``common-m0``: ``common`` at margin 0; with ``default`` and ``common`` they split the price
   between the resizes, the other stages and the noise margin (on the first ``--split-limit`` images);
 - ``common-avg``, ``common-worst``: ``common`` with the members' gradients averaged (EOT) or of the
   member farthest from its boundary (thesis §9.4.5), on the first ``--split-limit`` images;
 - ``common-cubic``: ``common`` with the q90 re-encode's gradient through JPEG's smoothed DCT
-  rounding (``jpeg_backward="cubic"``) instead of the identity, on the first ``--split-limit`` images.
+  rounding (``jpeg_backward="cubic"``, the engine's default for ``victims="common"``) instead of
+  the identity, on the first ``--split-limit`` images.
 
 Rows go to a JSONL file as they come (``--out`` + ``.jsonl``; a rerun resumes), the summary to
 ``--out`` (JSON) and a table. Not a test; CPU times depend on the machine.
@@ -32,13 +33,15 @@ from pathlib import Path
 
 import torch
 
+#: The ``common`` configurations name their JPEG backward: they were measured with BPDA's identity,
+#: the default before ``cubic`` (which ``victims="common"`` now resolves to), and keep that meaning.
 CONFIGS = {
     "default": dict(),
-    "common": dict(victims="common"),
+    "common": dict(victims="common", jpeg_backward="identity"),
     "resizes": dict(victims="resizes"),
-    "common-m0": dict(victims="common", margin=0.0),
-    "common-avg": dict(victims="common", aggregation="avg"),
-    "common-worst": dict(victims="common", aggregation="worst"),
+    "common-m0": dict(victims="common", margin=0.0, jpeg_backward="identity"),
+    "common-avg": dict(victims="common", aggregation="avg", jpeg_backward="identity"),
+    "common-worst": dict(victims="common", aggregation="worst", jpeg_backward="identity"),
     "common-cubic": dict(victims="common", jpeg_backward="cubic"),
 }
 

@@ -111,8 +111,9 @@ def test_pipeline_cubic_backward_keeps_the_real_value_and_takes_the_soft_gradien
 def test_settings_record_and_refuse_jpeg_backward():
     from advimage.engine import Settings
 
-    base = Settings(victims="pil-bicubic,pil-bicubic+jpeg:90")
-    assert "jpeg_backward" not in base.identity()  # earlier stores keep their hash
+    explicit = Settings(victims="pil-bicubic,pil-bicubic+jpeg:90", jpeg_backward="identity")
+    assert "jpeg_backward" not in explicit.identity()  # stores made before the option keep their hash
+    assert explicit.plan.jpeg_backward == "identity"
     s = Settings(victims="pil-bicubic,pil-bicubic+jpeg:90", jpeg_backward="cubic")
     assert s.identity()["jpeg_backward"] == "cubic" and s.plan.jpeg_backward == "cubic"
     with pytest.raises(ValueError, match="valid: identity, cubic"):
@@ -123,6 +124,38 @@ def test_settings_record_and_refuse_jpeg_backward():
         Settings(jpeg_backward="cubic")
     with pytest.raises(ValueError, match="black box"):
         Settings(attack="surfree", quantizers=("scaled",), victims="pil-bicubic+jpeg:90", jpeg_backward="cubic")
+
+
+@pytest.mark.parametrize("kw, expected", [
+    (dict(victims="common"), "cubic"),  # a gradient through pil-bicubic+jpeg:90
+    (dict(victims="pil-bicubic,torch-bilinear+jpeg:95"), "cubic"),
+    (dict(victims="resizes"), "identity"),  # no re-encode: nothing to shape
+    (dict(), "identity"),
+    (dict(victims="pil-bicubic"), "identity"),
+    (dict(attack="surfree", steps=500, quantizers=("scaled",), victims="common"), "identity"),  # no gradient
+])
+def test_default_backward_is_cubic_where_a_gradient_meets_a_reencode(kw, expected):
+    """Left out, jpeg_backward resolves at construction, so stores record the backward that ran; the
+    default and the explicit choice are the same settings (same hash, same plan)."""
+    from advimage.bench.store import settings_hash
+    from advimage.engine import Settings
+
+    s = Settings(**kw)
+    assert s.jpeg_backward == expected and s.plan.jpeg_backward == expected
+    explicit = Settings(**kw, jpeg_backward=expected)
+    assert settings_hash(s.identity()) == settings_hash(explicit.identity())
+    if expected == "cubic":
+        other = Settings(**kw, jpeg_backward="identity")
+        assert settings_hash(other.identity()) != settings_hash(s.identity())
+
+
+@pytest.mark.parametrize("flags, expected", [([], "cubic"), (["--jpeg-backward", "identity"], "identity"),
+                                             (["--jpeg-backward", "cubic"], "cubic")])
+def test_cli_settings_take_the_resolved_default(flags, expected):
+    from advimage.cli import _validate, build_parser
+
+    args = build_parser().parse_args(["attack", "x.png", "--victims", "common", *flags])
+    assert _validate(args).plan.jpeg_backward == expected
 
 
 def test_engine_attacks_through_the_cubic_backward(tmp_path, tiny_registered):

@@ -98,9 +98,9 @@ def _add_attack_options(p: argparse.ArgumentParser, steps: int = 100) -> None:
                         "verification through all")
     p.add_argument("--aggregation", default="max", choices=["avg", "worst", "max"],
                    help="with --victims: how the attack combines the pipelines' gradients (thesis §9.4.5)")
-    p.add_argument("--jpeg-backward", default="identity", choices=["identity", "cubic"],
-                   help="with --victims holding a +jpeg:Q pipeline: the gradient of its re-encode (identity: "
-                        "BPDA's straight-through; cubic: JPEG's own DCT rounding, smoothed, 4:2:0)")
+    p.add_argument("--jpeg-backward", default=None, choices=["identity", "cubic"],
+                   help="with --victims holding a +jpeg:Q pipeline: the gradient of its re-encode (cubic, the "
+                        "default there: JPEG's own DCT rounding, smoothed, 4:2:0; identity: BPDA's straight-through)")
     p.add_argument("--share", type=float, default=0.1,
                    help="with --victims: pipelines whose resizes differ by at most this relative amount on noise "
                         "share one attack member (0: the attack goes through every pipeline)")

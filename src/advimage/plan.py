@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from .attacks import spec as attack_spec
 from .attacks.registry import AttackSpec
@@ -61,7 +61,7 @@ class SettingsLike(Protocol):
     victims: tuple[str, ...] | str | None
     aggregation: str
     share: float
-    jpeg_backward: str
+    jpeg_backward: str | None
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,17 @@ def default_margin(target_score: float | None) -> float:
     """The margin where none is given: the noise margin for a classifier, 0 for a regressor."""
     from .criteria import NOISE_MARGIN
     return 0.0 if target_score is not None else NOISE_MARGIN
+
+
+def default_jpeg_backward(victims: Sequence[str] | None, black_box: bool) -> str:
+    """The ``+jpeg:Q`` re-encode's gradient where none is given: ``cubic`` (JPEG's own DCT rounding,
+    smoothed) where a gradient goes through such a victim, which costs less distortion than BPDA's
+    identity (docs/results.md, issue 24), else ``identity`` (nothing to shape)."""
+    from .pipelines import parse
+
+    if black_box or not victims or not any(parse(v).jpeg is not None for v in victims):
+        return "identity"
+    return "cubic"
 
 
 def check_df(df: float | None) -> float:
@@ -233,7 +244,7 @@ def resolve(s: SettingsLike) -> Plan:
                 margin=margin, attack_paths=attack_paths, aggregation=aggregation, quantizer_paths=quantizer_paths,
                 quantizer_aggregation=quantizer_aggregation, verify_paths=verify_paths, main_path=main_path,
                 share=float(s.share) if s.victims else 0.0, crop_pct=s.crop_pct, one_member_max=bool(s.victims),
-                jpeg_backward=s.jpeg_backward,
+                jpeg_backward=s.jpeg_backward or "identity",
                 steps=s.steps, attack_steps=attack_steps, quantizer_gradients=quantizer_gradients,
                 query_paths=query_paths, overhead_queries=overhead_queries)
 
@@ -280,6 +291,8 @@ def _check_jpeg_backward(s: SettingsLike, a: AttackSpec) -> None:
     """jpeg_backward is a known name, and a gradient goes through a ``+jpeg:Q`` pipeline of victims."""
     from .pipelines import JPEG_BACKWARDS, parse
 
+    if s.jpeg_backward is None:  # Settings resolve it before planning
+        return
     if s.jpeg_backward not in JPEG_BACKWARDS:
         raise ValueError(f"unknown jpeg_backward {s.jpeg_backward!r}; valid: {', '.join(JPEG_BACKWARDS)}")
     if s.jpeg_backward == "identity":
