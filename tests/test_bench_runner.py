@@ -233,6 +233,26 @@ def test_unknown_names_refused_before_any_work(image_set, tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("flags, attacks", [([], "bp,cgba:2000"), (["--thesis-protocol"], "bp,surfree:5000"),
+                                            (["--attacks", "bp,hsj"], "bp,hsj")])
+def test_cli_default_attacks_and_the_thesis_protocol(flags, attacks, tmp_path, monkeypatch):
+    """The bench's black box is CGBA at 2000 queries unless the thesis's SurFree at 5000 is asked for."""
+    from advimage.bench import runner
+
+    seen = {}
+
+    def fake(images, models, **kw):
+        seen.update(kw)
+        raise runner.ConfigError("stop here")
+    monkeypatch.setattr(runner, "run_benchmark", fake)
+    with pytest.raises(SystemExit):
+        _cli(["bench", str(tmp_path), "--out", str(tmp_path / "o"), *flags])
+    assert seen["attacks"] == attacks
+    with pytest.raises(SystemExit) as e:  # one way to name the attacks
+        _cli(["bench", str(tmp_path), "--thesis-protocol", "--attacks", "bp"])
+    assert e.value.code == 2
+
+
 def test_cli_compare_attacks(image_set, tmp_path, capsys, one_thread):
     out = tmp_path / "cmp"
     code = _cli(["bench", str(image_set), "--models", TINY, "--compare-attacks", "fgsm:8,bp", "--steps", "10",

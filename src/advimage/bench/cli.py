@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "bench", help="RoBIC benchmark: white-box + black-box half-distortions of models on an image set",
         description="Attack every image with every model (white box: attack + quantization, a lattice walk or "
-                    "scaled by default; black box: SurFree), verify on PNG-decoded pixels, store each batch "
+                    "scaled by default; black box: CGBA at 2000 queries, or SurFree at 5000 with --thesis-protocol), "
+                    "verify on PNG-decoded pixels, store each batch "
                     "(resumable), and write OUT/report/report.html with Table 6.2 (η(0), d½ white and black box).",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
     from ..attacks import ATTACKS
@@ -41,12 +42,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--models", default="efficientnet_lite0", help="comma-separated model names (see `advimage models`)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--attacks", default=None,
-                   help="comma-separated attacks, NAME or NAME:BUDGET (default: bp,surfree); "
+                   help="comma-separated attacks, NAME or NAME:BUDGET (default: bp,cgba:2000); "
                         f"{black_box} are black box (budget = queries)")
+    g.add_argument("--thesis-protocol", action="store_true",
+                   help="the thesis's attacks: bp and SurFree at 5000 queries (bp,surfree:5000)")
     g.add_argument("--compare-attacks", default=None, metavar="ATTACKS",
                    help="compare several attacks on each model (Fig. 6.1 style overlay), e.g. fgsm,ifgsm,pgd,bp,cw,ddn")
     p.add_argument("--steps", type=_positive, default=100, help="gradient budget per image of white-box attacks")
-    p.add_argument("--queries", type=_positive, default=5000, help="query budget per image of black-box attacks")
+    p.add_argument("--queries", type=_positive, default=5000,
+                   help="query budget per image of black-box attacks given without one")
     p.add_argument("--df", type=_df, default=None,
                    help="degree of freedom of smart/jpeg/stego quantization (default 1; refused by other quantizers)")
     p.add_argument("--quantize", default="auto", type=_quantizer,
@@ -90,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data import DataError
     from ..distributed import RayUnavailableError, options_from_args
     from ..models import UnknownModelError, WeightsError
-    from .runner import DEFAULT_ATTACKS, ConfigError, RunExistsError, run_benchmark
+    from .runner import DEFAULT_ATTACKS, THESIS_ATTACKS, ConfigError, RunExistsError, run_benchmark
 
-    attacks = args.compare_attacks or args.attacks or ",".join(DEFAULT_ATTACKS)
+    attacks = args.compare_attacks or args.attacks or ",".join(THESIS_ATTACKS if args.thesis_protocol
+                                                               else DEFAULT_ATTACKS)
     try:
         ray = options_from_args(args)
     except ValueError as exc:

@@ -64,7 +64,11 @@ from .metrics import OperatingCurve, RobustnessSummary, summarize_rows, unquanti
 from .report import GalleryItem, ModelRow, ReportFiles, example_item, plot_curves, table_rows, write_report
 from .store import COLUMNS, DB_NAME, ResultStore
 
-DEFAULT_ATTACKS = ("bp", "surfree")
+#: The benchmark's attacks where none are given: BP, and CGBA at 2000 label queries, which reaches
+#: there what SurFree reaches at 5000 (docs/results.md, issue 25).
+DEFAULT_ATTACKS = ("bp", "cgba:2000")
+#: The thesis's RoBIC protocol (Ch. 6): BP, and SurFree at 5000 queries (``--thesis-protocol``).
+THESIS_ATTACKS = ("bp", "surfree:5000")
 #: Version of the measurement protocol, part of every configuration's settings (bump it when the
 #: way a row is measured changes, so that old rows are not reused).
 PROTOCOL = 2  # 2: the engine (steps covers the quantizer's gradient; effective hyperparameters)
