@@ -130,14 +130,17 @@ def plot(results: dict, budgets: list[int], path: Path, title: str) -> None:
         med = [np.nan if runs[str(k)]["median"] is None else runs[str(k)]["median"] for k in ks]
         lo = [np.percentile(_effective(runs[str(k)]), 25) for k in ks]
         hi = [np.percentile(_effective(runs[str(k)]), 75) for k in ks]
-        line, = ax.plot(ks, med, marker="o", label=name)
+        half = [np.nan if runs[str(k)]["d_half_empirical"] is None else runs[str(k)]["d_half_empirical"]
+                for k in ks]
+        line, = ax.plot(ks, med, marker="o", label=f"{name} median")
+        ax.plot(ks, half, marker="x", linestyle="--", color=line.get_color(), label=f"{name} d½")
         ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(budgets, [str(k) for k in budgets])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("label queries per image")
-    ax.set_ylabel("distortion, eq. (6.2) (median, IQR)")
+    ax.set_ylabel("distortion, eq. (6.2): median (IQR), empirical d½")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

@@ -18,6 +18,7 @@ from ..cli_types import quantizer_name as _quantizer
 EXAMPLES = """examples:
   advimage bench val/ --models efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 --out runs/lite
   advimage bench val/ --models efficientnet_lite0 --limit 100 --out runs/lite --resume
+  advimage bench val/ --models efficientnet_lite0 --thesis-protocol --out runs/thesis   # BP + SurFree at 5000
   advimage bench val/ --models efficientnet_lite0,efficientnet_lite0+jpeg:90 --attacks bp --quantize jpeg
   advimage bench val/ --models efficientnet_lite0,efficientnet_lite1 --ray --workers 2   # local Ray cluster
   advimage bench val/ --models efficientnet_lite0 --ray auto --gpus-per-worker 0.5      # cluster of `ray start`
