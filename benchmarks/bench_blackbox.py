@@ -124,7 +124,7 @@ def plot(results: dict, budgets: list[int], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for name, runs in results.items():
         ks = [k for k in budgets if str(k) in runs]
         med = [np.nan if runs[str(k)]["median"] is None else runs[str(k)]["median"] for k in ks]
@@ -143,7 +143,7 @@ def plot(results: dict, budgets: list[int], path: Path, title: str) -> None:
     ax.set_ylabel("distortion, eq. (6.2): median (IQR), empirical d½")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: single-budget points stay visible
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
